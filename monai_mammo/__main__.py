@@ -1,0 +1,5 @@
+import sys
+
+from monai_mammo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``monai-mammo`` CLI (see :mod:`monai_mammo.cli`)."""

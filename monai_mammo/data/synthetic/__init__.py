@@ -1,0 +1,1 @@
+"""Deterministic synthetic mammography: images (``phantom``) and dataset writers."""
