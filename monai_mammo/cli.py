@@ -18,7 +18,10 @@ __all__ = ["main", "SUBCOMMANDS"]
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("monai_mammo.commands.synth", "generate a synthetic mammography dataset in a real on-disk layout"),
+    "synth": (
+        "monai_mammo.commands.synth",
+        "generate a synthetic mammography dataset in a real on-disk layout",
+    ),
     "index": ("monai_mammo.commands.index", "index a dataset folder into a MONAI datalist JSON with splits"),
 }
 
@@ -27,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with one sub-parser per registered subcommand."""
     parser = argparse.ArgumentParser(prog="monai-mammo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in SUBCOMMANDS.items():
+    for name, (_module, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text)
     return parser
 

@@ -58,6 +58,8 @@ class MammoSkip(MammoDataError):
         reason: a short machine-readable reason code used to count skips.
     """
 
-    def __init__(self, message: str, source: str | os.PathLike | None = None, reason: str = "skipped") -> None:
+    def __init__(
+        self, message: str, source: str | os.PathLike | None = None, reason: str = "skipped"
+    ) -> None:
         super().__init__(message, source)
         self.reason = reason

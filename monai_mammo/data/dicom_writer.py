@@ -108,7 +108,9 @@ def write_mammogram_dicom(
     if arr.ndim != 2 or arr.dtype.kind not in "ui":
         raise MammoConfigError(f"pixels must be a 2-D integer array, got {arr.dtype} {arr.shape}", path)
     if transfer_syntax not in _SYNTAXES:
-        raise MammoConfigError(f"unknown transfer syntax {transfer_syntax!r}; use one of {sorted(_SYNTAXES)}", path)
+        raise MammoConfigError(
+            f"unknown transfer syntax {transfer_syntax!r}; use one of {sorted(_SYNTAXES)}", path
+        )
     if not 1 <= bits_stored <= 16:
         raise MammoConfigError(f"bits_stored must be in 1..16, got {bits_stored}", path)
     bits_allocated = 8 if bits_stored <= 8 else 16

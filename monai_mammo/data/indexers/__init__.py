@@ -1,0 +1,1 @@
+"""Dataset indexers: dataset folders -> MONAI datalists (see :mod:`monai_mammo.data.schema`)."""

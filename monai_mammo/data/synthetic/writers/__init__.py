@@ -1,0 +1,1 @@
+"""Writers of synthetic datasets into the real datasets' on-disk layouts."""
