@@ -1,0 +1,221 @@
+"""Staged fine tuning as an Ignite handler: per-stage epochs, learning rate, weight decay and trainable layers.
+
+The paper schedules of Shen et al. are configurations of :class:`StagedFineTuning`::
+
+    patch classifier:   [Stage(3, 1e-3, trainable="head"), Stage(10, 1e-4, trainable="top:3"),
+                         Stage(37, 1e-5, trainable="all")]
+    whole image:        [Stage(30, 1e-4, 1e-3, trainable="new"), Stage(20, 1e-5, 1e-2, trainable="all")]
+
+Which parameters a ``trainable`` value selects is defined by the network:
+
+- ``"all"``: every parameter;
+- ``"head"``: the last group of ``network.layer_groups()`` (the classifier layer);
+- ``"top:N"``: the last N groups of ``network.layer_groups()`` (ordered input -> output);
+- ``"new"``: ``network.new_parameters()`` (layers added on top of a pretrained trunk).
+
+Networks without ``layer_groups()`` use their direct children as groups.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+from monai_mammo.exceptions import MammoConfigError
+
+__all__ = ["Stage", "StagedFineTuning", "select_trainable", "total_epochs"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One fine-tuning stage.
+
+    Args:
+        epochs: number of epochs of the stage (> 0).
+        lr: learning rate set on every optimizer parameter group.
+        weight_decay: weight decay set on every parameter group.
+        trainable: ``"all"``, ``"head"``, ``"top:N"`` or ``"new"`` (see the module docstring).
+        name: label used in logs and MLflow (defaults to ``stage<k>``).
+    """
+
+    epochs: int
+    lr: float
+    weight_decay: float = 0.0
+    trainable: str = "all"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if int(self.epochs) <= 0:
+            raise MammoConfigError(f"stage epochs must be > 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise MammoConfigError(f"stage lr must be > 0, got {self.lr}")
+        _parse_trainable(self.trainable)
+
+
+def _parse_trainable(trainable: str) -> tuple[str, int]:
+    kind, _, count = trainable.partition(":")
+    if kind in ("all", "head", "new") and not count:
+        return kind, 0
+    if kind == "top" and count.isdigit() and int(count) > 0:
+        return kind, int(count)
+    raise MammoConfigError(f"trainable must be 'all', 'head', 'new' or 'top:N' (N > 0), got {trainable!r}")
+
+
+def _as_stage(stage: Stage | Mapping[str, Any], index: int) -> Stage:
+    if isinstance(stage, Stage):
+        result = stage
+    else:
+        try:
+            result = Stage(**dict(stage))
+        except TypeError as exc:
+            raise MammoConfigError(f"stage {index}: {exc}") from exc
+    return result if result.name else Stage(**{**asdict(result), "name": f"stage{index + 1}"})
+
+
+def total_epochs(stages: Sequence[Stage | Mapping[str, Any]]) -> int:
+    """Sum of the stages' epochs (use it as the trainer's ``max_epochs``)."""
+    return sum(int(_as_stage(s, i).epochs) for i, s in enumerate(stages))
+
+
+def _layer_groups(network: nn.Module) -> list[nn.Module]:
+    groups = network.layer_groups() if hasattr(network, "layer_groups") else list(network.children())
+    groups = list(groups)
+    if not groups:
+        raise MammoConfigError(f"{type(network).__name__} has no layer groups to fine-tune")
+    return groups
+
+
+def select_trainable(network: nn.Module, trainable: str) -> list[nn.Parameter]:
+    """The parameters a ``trainable`` value selects on ``network``.
+
+    Args:
+        network: the model (unwrapped from DistributedDataParallel by the caller or here).
+        trainable: ``"all"``, ``"head"``, ``"top:N"`` or ``"new"``.
+
+    Returns:
+        The selected parameters.
+
+    Raises:
+        MammoConfigError: unknown value, N larger than the number of groups, or ``"new"`` on a
+            network without ``new_parameters()``.
+    """
+    network = getattr(network, "module", network)
+    kind, count = _parse_trainable(trainable)
+    if kind == "all":
+        return list(network.parameters())
+    if kind == "new":
+        if not hasattr(network, "new_parameters"):
+            raise MammoConfigError(
+                f"{type(network).__name__} has no new_parameters(): cannot train 'new' only"
+            )
+        return list(network.new_parameters())
+    groups = _layer_groups(network)
+    count = 1 if kind == "head" else count
+    if count > len(groups):
+        raise MammoConfigError(
+            f"top:{count} asked but {type(network).__name__} has {len(groups)} layer groups"
+        )
+    return [p for group in groups[-count:] for p in group.parameters()]
+
+
+class StagedFineTuning:
+    """Switch learning rate, weight decay and trainable layers at stage boundaries.
+
+    The current stage follows from the trainer's epoch, so resuming from a checkpoint (which
+    restores the epoch and the optimizer state) continues in the right stage. The handler
+    also has ``state_dict``/``load_state_dict`` so that ``CheckpointSaver`` can store it.
+
+    Args:
+        network: the model being trained.
+        optimizer: its optimizer, created over all parameters.
+        stages: the stages in order (:class:`Stage` or dicts with its fields).
+
+    Example::
+
+        handler = StagedFineTuning(net, opt, [{"epochs": 1, "lr": 1e-3, "trainable": "head"},
+                                              {"epochs": 2, "lr": 1e-4, "trainable": "all"}])
+        handler.attach(trainer)   # trainer.max_epochs should be handler.total_epochs
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        stages: Sequence[Stage | Mapping[str, Any]],
+    ) -> None:
+        if not stages:
+            raise MammoConfigError("StagedFineTuning needs at least one stage")
+        self.network = network
+        self.optimizer = optimizer
+        self.stages = [_as_stage(s, i) for i, s in enumerate(stages)]
+        self.current: int | None = None
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of all stages together."""
+        return sum(s.epochs for s in self.stages)
+
+    def stage_index(self, epoch: int) -> int:
+        """Index of the stage that contains 1-based ``epoch`` (the last stage beyond the schedule)."""
+        end = 0
+        for index, stage in enumerate(self.stages):
+            end += stage.epochs
+            if epoch <= end:
+                return index
+        return len(self.stages) - 1
+
+    def attach(self, engine: Engine) -> None:
+        """Apply the stage of each epoch when it starts."""
+        if not engine.has_event_handler(self, Events.EPOCH_STARTED):
+            engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        index = self.stage_index(engine.state.epoch)
+        if index != self.current:
+            self.apply(index)
+            engine.state.stage = self.stages[index].name  # type: ignore[attr-defined]
+
+    def apply(self, index: int) -> None:
+        """Set trainable parameters, learning rate and weight decay of stage ``index``."""
+        stage = self.stages[index]
+        trainable = {id(p) for p in select_trainable(self.network, stage.trainable)}
+        params: Iterable[nn.Parameter] = getattr(self.network, "module", self.network).parameters()
+        n_trainable = 0
+        for p in params:
+            train = id(p) in trainable
+            p.requires_grad_(train)
+            if train:
+                n_trainable += p.numel()
+            else:
+                p.grad = None  # a stale (even zeroed) grad would let Adam's momentum move a frozen weight
+        for group in self.optimizer.param_groups:
+            group["lr"] = stage.lr
+            group["weight_decay"] = stage.weight_decay
+        self.current = index
+        logger.info(
+            "%s: %d epochs, lr %g, weight decay %g, trainable %s (%d parameters)",
+            stage.name,
+            stage.epochs,
+            stage.lr,
+            stage.weight_decay,
+            stage.trainable,
+            n_trainable,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current stage index (for checkpoints)."""
+        return {"current": self.current}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the stage index; parameters are re-applied at the next epoch start."""
+        self.current = None if state.get("current") is None else int(state["current"])
+        if self.current is not None:
+            self.apply(self.current)
