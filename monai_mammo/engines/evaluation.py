@@ -89,7 +89,9 @@ def predict_scores(
     """
     was_training = network.training
     network.eval()
-    labels, scores, ids = [], [], []
+    labels: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    ids: list[Any] = []
     use_amp = amp and torch.device(device).type == "cuda"
     for batch in batches:
         images = batch[image_key].to(device)

@@ -86,8 +86,8 @@ def total_epochs(stages: Sequence[Stage | Mapping[str, Any]]) -> int:
 
 
 def _layer_groups(network: nn.Module) -> list[nn.Module]:
-    groups = network.layer_groups() if hasattr(network, "layer_groups") else list(network.children())
-    groups = list(groups)
+    layer_groups = getattr(network, "layer_groups", None)
+    groups = list(layer_groups() if callable(layer_groups) else network.children())
     if not groups:
         raise MammoConfigError(f"{type(network).__name__} has no layer groups to fine-tune")
     return groups
@@ -116,7 +116,7 @@ def select_trainable(network: nn.Module, trainable: str) -> list[nn.Parameter]:
             raise MammoConfigError(
                 f"{type(network).__name__} has no new_parameters(): cannot train 'new' only"
             )
-        return list(network.new_parameters())
+        return list(network.new_parameters())  # type: ignore[operator]
     groups = _layer_groups(network)
     count = 1 if kind == "head" else count
     if count > len(groups):
