@@ -9,7 +9,8 @@ The paper schedules of Shen et al. are configurations of :class:`StagedFineTunin
 Which parameters a ``trainable`` value selects is defined by the network:
 
 - ``"all"``: every parameter;
-- ``"head"``: the last group of ``network.layer_groups()`` (the classifier layer);
+- ``"head"``: the last group of ``network.layer_groups()`` (the classifier layer; groups may be
+  modules or ``(name, module)`` pairs);
 - ``"top:N"``: the last N groups of ``network.layer_groups()`` (ordered input -> output);
 - ``"new"``: ``network.new_parameters()`` (layers added on top of a pretrained trunk).
 
@@ -88,6 +89,8 @@ def total_epochs(stages: Sequence[Stage | Mapping[str, Any]]) -> int:
 def _layer_groups(network: nn.Module) -> list[nn.Module]:
     layer_groups = getattr(network, "layer_groups", None)
     groups = list(layer_groups() if callable(layer_groups) else network.children())
+    # networks may name their groups: [(name, module), ...]
+    groups = [g[1] if isinstance(g, tuple) else g for g in groups]
     if not groups:
         raise MammoConfigError(f"{type(network).__name__} has no layer groups to fine-tune")
     return groups
