@@ -16,6 +16,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
@@ -119,10 +120,10 @@ def write_mammogram_dicom(
     sop_class = MG_FOR_PROCESSING if presentation_intent == "FOR PROCESSING" else MG_FOR_PRESENTATION
     sop_uid = sop_uid or generate_uid(UID_PREFIX)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID_PREFIX + "1"
+    meta.ImplementationClassUID = UID(UID_PREFIX + "1")
 
     ds = Dataset()
     ds.file_meta = meta
@@ -172,8 +173,8 @@ def write_mammogram_dicom(
     if voi_lut is not None:
         descriptor, data = voi_lut
         lut = Dataset()
-        lut.LUTDescriptor = [int(v) for v in descriptor]
-        lut.LUTData = [int(v) for v in np.asarray(data).ravel()]
+        lut.add_new(0x00283002, "US", [int(v) for v in descriptor])  # LUTDescriptor
+        lut.add_new(0x00283006, "US", [int(v) for v in np.asarray(data).ravel()])  # LUTData (US, not OW)
         ds.VOILUTSequence = DicomSequence([lut])
     if padding_value is not None:
         ds.PixelPaddingValue = int(padding_value)
