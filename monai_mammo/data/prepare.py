@@ -121,11 +121,7 @@ def prepare_datalist(
     logger.info(result.summary.format())
     splits = split_by_patient(items, ratios=tuple(ratios), seed=seed, use_official=use_official)
     assert_patient_disjoint(splits)
-    body: dict[str, Any] = {
-        "training": splits.get("train", []),
-        "validation": splits.get("val", []),
-        "test": splits.get("test", []),
-    }
+    body: dict[str, Any] = {name: splits.get(name, []) for name in ("training", "validation", "test")}
     body["summary"] = result.summary.to_dict()
     body["digest"] = datalist_digest(items)
     out = Path(out_path)

@@ -29,6 +29,7 @@ from monai_mammo.metrics import youden_threshold
 __all__ = [
     "running_bundle_root",
     "synthetic_dataset_dir",
+    "ensure_dataset",
     "balanced_class_weights",
     "load_checkpoint",
     "evaluate_and_log",
@@ -58,6 +59,25 @@ def synthetic_dataset_dir(dataset_format: str, params: Mapping[str, Any]) -> str
     key = json.dumps({"format": dataset_format, **params}, sort_keys=True, default=list)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return str(default_home() / "datasets" / f"synthetic-{dataset_format}-{digest}")
+
+
+def ensure_dataset(
+    dataset_dir: str | os.PathLike, dataset_format: str, synthetic_dir: str, synthetic: Mapping[str, Any]
+) -> str:
+    """Return ``dataset_dir``, generating the synthetic dataset first when it is the synthetic cache folder.
+
+    A user's ``--dataset_dir`` (any other folder) is only read, never written.
+
+    Raises:
+        MammoDataError: a user folder that does not exist.
+    """
+    from monai_mammo.data.prepare import ensure_synthetic_dataset
+
+    if os.path.abspath(dataset_dir) == os.path.abspath(synthetic_dir):
+        ensure_synthetic_dataset(synthetic_dir, dataset_format, **synthetic)
+    elif not os.path.isdir(dataset_dir):
+        raise MammoDataError(f"dataset folder not found (dataset_format {dataset_format!r})", dataset_dir)
+    return str(dataset_dir)
 
 
 def balanced_class_weights(

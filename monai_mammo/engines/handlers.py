@@ -1,0 +1,183 @@
+"""Ignite handlers for long runs: atomic resumable checkpoints and early stopping on a validation metric.
+
+Both receive the trainer when attached, so bundle configs need no circular reference
+(``trainer -> handlers -> trainer``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from monai_mammo.exceptions import MammoConfigError, MammoDataError
+
+__all__ = ["TrainingCheckpoint", "EarlyStopOnMetric", "atomic_save", "resume_training"]
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves a partial file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 - the global state is what we must restore
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
+    np.random.set_state(tuple(state["numpy"]))  # noqa: NPY002
+    random.setstate(_as_tuple(state["python"]))
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class TrainingCheckpoint:
+    """Save everything needed to resume after every epoch, atomically, as ``<save_dir>/<filename>``.
+
+    The checkpoint holds the state dicts of the given objects (network, optimizer, staged
+    fine-tuning, early stopping...), of the trainer (epoch, iteration) and the global RNG states.
+
+    Args:
+        save_dir: folder of the checkpoint.
+        objects: name -> object with ``state_dict()``/``load_state_dict()``.
+        filename: checkpoint file name.
+
+    Example::
+
+        TrainingCheckpoint("models/whole_image", {"network": net, "optimizer": opt}).attach(trainer)
+        # later, before trainer.run():
+        resume_training("models/whole_image/last.pt", trainer, {"network": net, "optimizer": opt})
+    """
+
+    def __init__(
+        self, save_dir: str | os.PathLike, objects: Mapping[str, Any], filename: str = "last.pt"
+    ) -> None:
+        if "trainer" in objects:
+            raise MammoConfigError("'trainer' is added when the handler is attached; do not pass it")
+        self.path = Path(save_dir) / filename
+        self.objects = dict(objects)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def save(self, engine: Engine) -> None:
+        """Write the checkpoint of the current epoch."""
+        content = {name: obj.state_dict() for name, obj in self.objects.items()}
+        content["trainer"] = engine.state_dict()
+        content["rng"] = _rng_state()
+        atomic_save(content, self.path)
+
+
+def resume_training(
+    checkpoint: str | os.PathLike, trainer: Engine, objects: Mapping[str, Any], missing_ok: bool = True
+) -> bool:
+    """Restore a :class:`TrainingCheckpoint` before ``trainer.run()``.
+
+    Args:
+        checkpoint: the checkpoint file.
+        trainer: the trainer (its epoch/iteration are restored so ``run()`` continues).
+        objects: the same objects given to :class:`TrainingCheckpoint`.
+        missing_ok: return False when the file does not exist (fresh start) instead of raising.
+
+    Returns:
+        True when the run had already completed every epoch (nothing left to run).
+
+    Raises:
+        MammoDataError: a truncated/corrupt checkpoint or one that does not fit the objects,
+            naming the file.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        if missing_ok:
+            return False
+        raise MammoDataError("checkpoint to resume from not found", path)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise MammoDataError(
+            f"unreadable (truncated or corrupt) checkpoint: {type(exc).__name__}: {exc}", path
+        ) from exc
+    try:
+        for name, obj in objects.items():
+            obj.load_state_dict(content[name])
+        trainer.load_state_dict(content["trainer"])
+        _set_rng_state(content["rng"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise MammoDataError(f"checkpoint does not fit this run ({type(exc).__name__}: {exc})", path) from exc
+    done = trainer.state.epoch >= (trainer.state.max_epochs or 0)
+    logger.info(
+        "resumed from %s at epoch %d%s", path, trainer.state.epoch, " (already complete)" if done else ""
+    )
+    return done
+
+
+class EarlyStopOnMetric:
+    """Stop training when a validation metric has not improved for ``patience`` epochs.
+
+    Attach it to the trainer *after* the ``ValidationHandler`` so the evaluator has run.
+
+    Args:
+        evaluator: the validation engine whose ``state.metrics[metric]`` is watched.
+        metric: metric name (higher is better).
+        patience: epochs without improvement before stopping.
+        min_delta: smallest change that counts as an improvement.
+    """
+
+    def __init__(self, evaluator: Engine, metric: str, patience: int, min_delta: float = 0.0) -> None:
+        if patience < 1:
+            raise MammoConfigError(f"patience must be >= 1, got {patience}")
+        self.evaluator = evaluator
+        self.metric = metric
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        value = self.evaluator.state.metrics.get(self.metric)
+        if value is None or not np.isfinite(float(value)):
+            return
+        if self.best is None or float(value) > self.best + self.min_delta:
+            self.best, self.bad_epochs = float(value), 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            logger.info(
+                "early stop: %s has not improved on %.4f for %d epochs", self.metric, self.best, self.patience
+            )
+            engine.terminate()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best = state.get("best")
+        self.bad_epochs = int(state.get("bad_epochs", 0))
