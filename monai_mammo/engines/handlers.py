@@ -19,7 +19,7 @@ from ignite.engine import Engine, Events
 
 from monai_mammo.exceptions import MammoConfigError, MammoDataError
 
-__all__ = ["TrainingCheckpoint", "EarlyStopOnMetric", "atomic_save", "resume_training"]
+__all__ = ["TrainingCheckpoint", "EarlyStopOnMetric", "atomic_save", "resume_training", "run_trainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,3 +181,19 @@ class EarlyStopOnMetric:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best = state.get("best")
         self.bad_epochs = int(state.get("bad_epochs", 0))
+
+
+def run_trainer(
+    trainer: Engine, checkpoint: str | os.PathLike, objects: Mapping[str, Any], resume: bool
+) -> None:
+    """Run ``trainer``; with ``resume``, first restore ``checkpoint`` (if present) and skip a finished run.
+
+    Args:
+        trainer: the trainer (a MONAI ``SupervisedTrainer``).
+        checkpoint: the :class:`TrainingCheckpoint` file of this stage.
+        objects: the objects saved in it (network, optimizer, staged fine tuning, early stopping).
+        resume: continue from ``checkpoint`` instead of starting over.
+    """
+    if resume and resume_training(checkpoint, trainer, objects):
+        return
+    trainer.run()

@@ -2,7 +2,7 @@
 
 The paper schedules of Shen et al. are configurations of :class:`StagedFineTuning`::
 
-    patch classifier:   [Stage(3, 1e-3, trainable="head"), Stage(10, 1e-4, trainable="top:3"),
+    patch classifier:   [Stage(3, 1e-3, trainable="head"), Stage(10, 1e-4, trainable="top:5"),
                          Stage(37, 1e-5, trainable="all")]
     whole image:        [Stage(30, 1e-4, 1e-3, trainable="new"), Stage(20, 1e-5, 1e-2, trainable="all")]
 
