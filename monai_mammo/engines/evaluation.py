@@ -80,7 +80,8 @@ def predict_scores(
         device: where to run.
         image_key: batch key of the images.
         label_key: batch key of the binary labels.
-        id_key: batch key of an identifier to report per image (e.g. the image path); None for indices.
+        id_key: batch key of an identifier to report per image; None: the images' ``filename_or_obj``
+            metadata when present, else indices.
         tta: score the four flips (A-AUC) instead of the original only.
         amp: autocast on CUDA.
 
@@ -104,6 +105,8 @@ def predict_scores(
         labels.append(torch.as_tensor(batch[label_key]).reshape(-1).cpu().numpy())
         if id_key is not None:
             ids.extend(str(v) for v in batch[id_key])
+        elif "filename_or_obj" in getattr(images, "meta", {}):
+            ids.extend(str(v) for v in images.meta["filename_or_obj"])
     network.train(was_training)
     label_array = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
     score_array = np.concatenate(scores) if scores else np.zeros((0, 4 if tta else 1))

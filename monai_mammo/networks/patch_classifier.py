@@ -98,19 +98,23 @@ class ResNetTrunk(nn.Module):
     Args:
         depth: 18, 34, 50, 101 or 152.
         in_channels: input channels.
+        widen_factor: channel multiplier of every stage (1.0 = the standard network, whose
+            ImageNet weights load; e.g. 0.25 for a fast CPU demo trained from scratch).
 
     Raises:
-        MammoConfigError: unsupported depth.
+        MammoConfigError: unsupported depth or a non-positive width.
 
     Example:
         >>> ResNetTrunk(50).output_size((1152, 896))
         (36, 28)
     """
 
-    def __init__(self, depth: int = 50, in_channels: int = 3) -> None:
+    def __init__(self, depth: int = 50, in_channels: int = 3, widen_factor: float = 1.0) -> None:
         super().__init__()
         if depth not in _RESNETS:
             raise MammoConfigError(f"unsupported ResNet depth {depth}; expected one of {sorted(_RESNETS)}")
+        if widen_factor <= 0:
+            raise MammoConfigError(f"widen_factor must be > 0, got {widen_factor}")
         net = _RESNETS[depth](
             pretrained=False,
             spatial_dims=2,
@@ -120,10 +124,11 @@ class ResNetTrunk(nn.Module):
             shortcut_type="B",
             bias_downsample=False,
             feed_forward=False,
+            widen_factor=widen_factor,
         )
         self.conv1, self.bn1, self.act, self.maxpool = net.conv1, net.bn1, net.act, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        self.out_channels = 512 * (4 if depth >= 50 else 1)
+        self.out_channels = int(512 * widen_factor) * (4 if depth >= 50 else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the feature map ``(B, out_channels, ceil(H / 32), ceil(W / 32))``."""
@@ -216,12 +221,13 @@ class DenseNetTrunk(nn.Module):
 Trunk: TypeAlias = ResNetTrunk | DenseNetTrunk | VGG
 
 
-def build_trunk(backbone: str, in_channels: int = 3) -> Trunk:
+def build_trunk(backbone: str, in_channels: int = 3, widen_factor: float = 1.0) -> Trunk:
     """Build a convolutional trunk by name.
 
     Args:
         backbone: one of :data:`PATCH_BACKBONES` (``"resnet50"``, ``"vgg16"``, ``"vgg16_bn"``, ...).
         in_channels: input channels (1 or 3).
+        widen_factor: ResNet channel multiplier (1.0 only for the other families).
 
     Returns:
         the trunk, with ``out_channels``, ``output_size((H, W))`` and ``block_groups()``.
@@ -239,7 +245,9 @@ def build_trunk(backbone: str, in_channels: int = 3) -> Trunk:
     if name not in PATCH_BACKBONES:
         raise MammoConfigError(f"unknown backbone {backbone!r}; expected one of {list(PATCH_BACKBONES)}")
     if name.startswith("resnet"):
-        return ResNetTrunk(int(name[len("resnet") :]), in_channels)
+        return ResNetTrunk(int(name[len("resnet") :]), in_channels, widen_factor)
+    if widen_factor != 1.0:
+        raise MammoConfigError(f"widen_factor is only supported for ResNet backbones, not {backbone!r}")
     if name.startswith("densenet"):
         return DenseNetTrunk(int(name[len("densenet") :]), in_channels)
     depth = name[len("vgg") :].removesuffix("_bn")
@@ -254,6 +262,7 @@ class PatchClassifier(nn.Module):
         num_classes: output classes (5 for background, calc_mal, calc_ben, mass_mal, mass_ben).
         in_channels: input channels (1 or 3).
         dropout: dropout probability before the linear layer.
+        widen_factor: ResNet channel multiplier (see :class:`ResNetTrunk`).
 
     Raises:
         MammoConfigError: unknown backbone, ``num_classes`` < 1, ``in_channels`` < 1, or a
@@ -271,7 +280,12 @@ class PatchClassifier(nn.Module):
     """
 
     def __init__(
-        self, backbone: str = "resnet50", num_classes: int = 5, in_channels: int = 3, dropout: float = 0.0
+        self,
+        backbone: str = "resnet50",
+        num_classes: int = 5,
+        in_channels: int = 3,
+        dropout: float = 0.0,
+        widen_factor: float = 1.0,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -279,7 +293,7 @@ class PatchClassifier(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise MammoConfigError(f"dropout must be in [0, 1), got {dropout}")
         self.backbone = backbone.lower()
-        self.trunk: Trunk = build_trunk(self.backbone, in_channels)
+        self.trunk: Trunk = build_trunk(self.backbone, in_channels, widen_factor)
         self.trunk_channels: int = self.trunk.out_channels
         self.head = nn.Sequential(
             OrderedDict(
