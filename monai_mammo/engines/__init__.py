@@ -14,6 +14,7 @@ from monai_mammo.engines.evaluation import (
 )
 from monai_mammo.engines.handlers import (
     EarlyStopOnMetric,
+    ProgressLogger,
     TrainingCheckpoint,
     atomic_save,
     resume_training,
@@ -62,6 +63,7 @@ __all__ = [
     "total_epochs",
     "TrainingCheckpoint",
     "EarlyStopOnMetric",
+    "ProgressLogger",
     "atomic_save",
     "resume_training",
     "run_trainer",

@@ -19,7 +19,14 @@ from ignite.engine import Engine, Events
 
 from monai_mammo.exceptions import MammoConfigError, MammoDataError
 
-__all__ = ["TrainingCheckpoint", "EarlyStopOnMetric", "atomic_save", "resume_training", "run_trainer"]
+__all__ = [
+    "TrainingCheckpoint",
+    "EarlyStopOnMetric",
+    "ProgressLogger",
+    "atomic_save",
+    "resume_training",
+    "run_trainer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -197,3 +204,61 @@ def run_trainer(
     if resume and resume_training(checkpoint, trainer, objects):
         return
     trainer.run()
+
+
+class ProgressLogger:
+    """One log line per epoch: stage, epoch / max epochs, mean loss, elapsed time and ETA of the stage.
+
+    Args:
+        name: label of the training stage (``patch``, ``whole_image``...).
+        evaluator: optional validation engine whose metrics are appended to the line.
+    """
+
+    def __init__(self, name: str, evaluator: Engine | None = None) -> None:
+        self.name = name
+        self.evaluator = evaluator
+        self._start = 0.0
+        self._first_epoch = 0
+        self._losses: list[float] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    def _started(self, engine: Engine) -> None:
+        import time
+
+        self._start = time.perf_counter()
+        self._first_epoch = engine.state.epoch
+
+    def _iteration(self, engine: Engine) -> None:
+        output = engine.state.output
+        if isinstance(output, list) and output and isinstance(output[0], Mapping):
+            output = output[0]
+        if isinstance(output, Mapping) and "loss" in output:
+            self._losses.append(float(output["loss"]))
+
+    def _epoch(self, engine: Engine) -> None:
+        import time
+
+        elapsed = time.perf_counter() - self._start
+        done = engine.state.epoch - self._first_epoch
+        left = (engine.state.max_epochs or engine.state.epoch) - engine.state.epoch
+        eta = elapsed / max(done, 1) * left
+        loss = sum(self._losses) / len(self._losses) if self._losses else float("nan")
+        self._losses.clear()
+        metrics = dict(self.evaluator.state.metrics) if self.evaluator is not None else {}
+        shown = ", ".join(f"{k} {float(v):.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+        stage = getattr(engine.state, "stage", "")
+        logger.info(
+            "[%s%s] epoch %d/%d: loss %.4f%s | elapsed %.0fs, ETA %.0fs",
+            self.name,
+            f"/{stage}" if stage else "",
+            engine.state.epoch,
+            engine.state.max_epochs,
+            loss,
+            f", {shown}" if shown else "",
+            elapsed,
+            eta,
+        )
