@@ -31,6 +31,7 @@ from monai_mammo.engines.staged import (
     total_epochs,
 )
 from monai_mammo.engines.tracking import (
+    MLflowEpochLogger,
     MLflowTracker,
     current_bundle_config,
     default_home,
@@ -51,7 +52,10 @@ from monai_mammo.engines.workflow import (
     balanced_class_weights,
     ensure_dataset,
     evaluate_and_log,
+    find_images,
     load_checkpoint,
+    predict_to_csv,
+    rank_zero_first,
     running_bundle_root,
     synthetic_dataset_dir,
 )
@@ -81,6 +85,7 @@ __all__ = [
     "git_commit",
     "flatten_params",
     "current_bundle_config",
+    "MLflowEpochLogger",
     "MLflowTracker",
     "replay_journal",
     "extract_patch_dataset",
@@ -91,6 +96,9 @@ __all__ = [
     "balanced_class_weights",
     "load_checkpoint",
     "evaluate_and_log",
+    "find_images",
+    "predict_to_csv",
+    "rank_zero_first",
     "DEFAULT_THRESHOLDS",
     "REGION_PROPERTIES",
     "TwoStepBaseline",

@@ -93,7 +93,13 @@ class TrainingCheckpoint:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def save(self, engine: Engine) -> None:
-        """Write the checkpoint of the current epoch."""
+        """Write the checkpoint of the current epoch (rank 0 only in distributed runs)."""
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_rank()
+        ):
+            return
         content = {name: obj.state_dict() for name, obj in self.objects.items()}
         content["trainer"] = engine.state_dict()
         content["rng"] = _rng_state()

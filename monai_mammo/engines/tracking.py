@@ -32,6 +32,7 @@ __all__ = [
     "flatten_params",
     "current_bundle_config",
     "MLflowTracker",
+    "MLflowEpochLogger",
     "replay_journal",
 ]
 
@@ -372,17 +373,30 @@ class MLflowTracker:
     # -- Ignite --------------------------------------------------------------------------------
     def epoch_handler(
         self, stage: str, prefix: str = "", loss_name: str = "train_loss", output_transform: Any = None
-    ) -> _EpochLogger:
+    ) -> MLflowEpochLogger:
         """An Ignite handler logging the epoch's mean loss and ``engine.state.metrics`` to ``stage``'s run."""
-        return _EpochLogger(self, stage, prefix, loss_name, output_transform)
+        return MLflowEpochLogger(self, stage, prefix, loss_name, output_transform)
 
 
-class _EpochLogger:
-    """Ignite handler: mean loss of the epoch plus the engine's metrics, logged per epoch."""
+class MLflowEpochLogger:
+    """Ignite handler: mean loss of the epoch plus the engine's metrics, logged to ``stage``'s run.
+
+    Args:
+        tracker: the run's :class:`MLflowTracker`.
+        stage: nested run to log to.
+        prefix: prefix of the metric names.
+        loss_name: name of the epoch's mean loss.
+        output_transform: engine output -> loss (default: ``output["loss"]``).
+    """
 
     def __init__(
-        self, tracker: MLflowTracker, stage: str, prefix: str, loss_name: str, output_transform: Any
-    ):
+        self,
+        tracker: MLflowTracker,
+        stage: str,
+        prefix: str = "",
+        loss_name: str = "train_loss",
+        output_transform: Any = None,
+    ) -> None:
         self.tracker = tracker
         self.stage = stage
         self.prefix = prefix

@@ -33,6 +33,9 @@ __all__ = [
     "balanced_class_weights",
     "load_checkpoint",
     "evaluate_and_log",
+    "predict_to_csv",
+    "rank_zero_first",
+    "find_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -136,7 +139,7 @@ def evaluate_and_log(
     test_loader: Iterable[Mapping[str, Any]],
     output_dir: str | os.PathLike,
     tracker: MLflowTracker | None = None,
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     val_loader: Iterable[Mapping[str, Any]] | None = None,
     device: torch.device | str = "cpu",
     threshold: float | str = "val_youden",
@@ -156,7 +159,9 @@ def evaluate_and_log(
         test_loader: test batches (``image``, ``label``, ``image_meta_dict`` optional).
         output_dir: where the artifacts go.
         tracker: MLflow tracker (a nested ``stage`` run is opened), or None.
-        checkpoint: weights to load first (best validation checkpoint), or None.
+        checkpoint: weights to load first (best validation checkpoint), or None; several
+            checkpoints evaluate their ensemble (mean of the models' A-predictions, Shen et al.),
+            and each model's AUC is reported as ``test_model<k>_auc``.
         val_loader: validation batches, needed for ``threshold="val_youden"``.
         device: where to run.
         threshold: ``"val_youden"``, ``"youden"`` (on test: optimistic) or a probability.
@@ -168,22 +173,35 @@ def evaluate_and_log(
     Returns:
         The metrics dict.
     """
-    if checkpoint is not None:
-        load_checkpoint(network, checkpoint)
+    if threshold == "val_youden" and val_loader is None:
+        raise MammoConfigError("threshold 'val_youden' needs a val_loader")
+    single = checkpoint is None or isinstance(checkpoint, (str, os.PathLike))
+    checkpoints: list[Any] = [checkpoint] if single else list(checkpoint)  # type: ignore[arg-type]
     network = network.to(device)
-    if threshold == "val_youden":
-        if val_loader is None:
-            raise MammoConfigError("threshold 'val_youden' needs a val_loader")
-        val = predict_scores(network, val_loader, device, tta=True, amp=amp)
-        cut: float | str = youden_threshold(val["labels"], val["scores"].mean(axis=1))
-    else:
-        cut = threshold
-    out = predict_scores(network, test_loader, device, tta=True, amp=amp)
+    test_runs, val_runs = [], []
+    for ckpt in checkpoints:
+        if ckpt is not None:
+            load_checkpoint(network, ckpt)
+        test_runs.append(predict_scores(network, test_loader, device, tta=True, amp=amp))
+        if threshold == "val_youden":
+            val_runs.append(predict_scores(network, val_loader, device, tta=True, amp=amp))  # type: ignore[arg-type]
+    out = dict(test_runs[0])
     if out["labels"].size == 0:
         raise MammoDataError("the test split is empty")
+    out["scores"] = np.mean([run["scores"] for run in test_runs], axis=0)
+    cut: float | str = threshold
+    if val_runs:
+        val_mean = np.mean([run["scores"].mean(axis=1) for run in val_runs], axis=0)
+        cut = youden_threshold(val_runs[0]["labels"], val_mean)
     metrics = classification_report(
         out["labels"], out["scores"], threshold=cut, n_bootstrap=n_bootstrap, seed=seed
     )
+    if len(test_runs) > 1:
+        metrics["test_n_models"] = float(len(test_runs))
+        for k, run in enumerate(test_runs):
+            metrics[f"test_model{k}_auc"] = classification_report(
+                run["labels"], run["scores"], n_bootstrap=0
+            )["test_auc"]
     folder = Path(output_dir) / stage
     roc = save_roc_plot(
         out["labels"],
@@ -217,3 +235,66 @@ def evaluate_and_log(
             tracker.log_artifact(artifact, artifact_path="evaluation")
         tracker.end_stage(stage)
     return metrics
+
+
+@torch.no_grad()
+def predict_to_csv(
+    network: nn.Module,
+    loader: Iterable[Mapping[str, Any]],
+    output_csv: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    tta: bool = True,
+    amp: bool = False,
+) -> Path:
+    """Per-image malignancy probabilities (four flips and their mean) written as CSV.
+
+    Batches need ``image``; ``label`` is optional (written as -1 when absent).
+
+    Returns:
+        The CSV path.
+    """
+    if checkpoint is not None:
+        load_checkpoint(network, checkpoint)
+    network = network.to(device)
+
+    def labelled(batches: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+        for batch in batches:
+            if "label" not in batch:
+                batch = {**batch, "label": torch.full((len(batch["image"]),), -1)}
+            yield batch
+
+    out = predict_scores(network, labelled(loader), device, tta=tta, amp=amp)
+    path = save_predictions_csv(out["ids"], out["labels"], out["scores"], output_csv)
+    logger.info("wrote %d predictions to %s", len(out["ids"]), path)
+    return path
+
+
+def rank_zero_first(fn: Any) -> Any:
+    """Call ``fn()`` on rank 0 first, then on the other ranks (which then find its cached output).
+
+    Without ``torch.distributed`` initialised this is just ``fn()``. Use it for dataset generation,
+    indexing and patch extraction in multi-GPU runs.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return fn()
+    result = fn() if dist.get_rank() == 0 else None
+    dist.barrier()
+    if dist.get_rank() != 0:
+        result = fn()
+    return result
+
+
+def find_images(folder: str | os.PathLike, pattern: str = "**/*.dcm") -> list[dict[str, str]]:
+    """Datalist items ``{"image": path}`` of the files under ``folder`` matching ``pattern`` (sorted).
+
+    Raises:
+        MammoDataError: nothing matches (naming the folder and the pattern).
+    """
+    root = Path(folder)
+    files = sorted(p for p in root.glob(pattern) if p.is_file())
+    if not files:
+        raise MammoDataError(f"no file matches {pattern!r}", root)
+    return [{"image": str(p)} for p in files]

@@ -1,0 +1,175 @@
+"""The shen_end2end bundle: properties, metadata, and a tiny end-to-end run logged to MLflow."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from monai.bundle import ConfigWorkflow, verify_metadata
+
+from monai_mammo.engines.workflow import load_checkpoint
+from monai_mammo.exceptions import MammoDataError
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "shen_end2end"
+CONFIGS = BUNDLE / "configs"
+SCHEMA = REPO / "monai_mammo" / "resources" / "meta_schema.json"
+
+TINY = [
+    "--synthetic",
+    "{'n_patients': 16, 'seed': 0, 'image_shape': [192, 160], 'style': 'film'}",
+    "--image_size",
+    "[96, 80]",
+    "--patch_size",
+    "24",
+    "--patch_stages#0#epochs",
+    "1",
+    "--stages#0#epochs",
+    "1",
+    "--stages#1#epochs",
+    "1",
+    "--split#ratios",
+    "[0.5, 0.2, 0.3]",
+    "--n_bootstrap",
+    "50",
+    "--num_workers",
+    "0",
+]
+
+
+def _run_bundle(tmp: Path, configs: str, *extra: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "MONAI_MAMMO_HOME": str(tmp / "home"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs]
+    cmd += ["--output_dir", str(tmp / "out"), "--ckpt_dir", str(tmp / "models"), *TINY, *extra]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("shen")
+    result = _run_bundle(tmp, str(CONFIGS / "train.json"))
+    return tmp, result
+
+
+def test_train_config_has_the_bundle_properties(tmp_path, monkeypatch):
+    # an empty initialize list: nothing is trained or logged; MONAI resolves the properties'
+    # content (datasets included), so the tiny synthetic dataset goes to a temporary home
+    monkeypatch.setenv("MONAI_MAMMO_HOME", str(tmp_path))
+    overrides = {TINY[i][2:]: ast.literal_eval(TINY[i + 1]) for i in range(0, len(TINY), 2)}
+    overrides.update(initialize=[], output_dir=str(tmp_path / "out"), ckpt_dir=str(tmp_path / "models"))
+    workflow = ConfigWorkflow(config_file=str(CONFIGS / "train.json"), workflow_type="train", **overrides)
+    workflow.initialize()
+    assert workflow.check_properties() in (None, [])
+    assert workflow.parser["train"]["trainer"]["max_epochs"].startswith("$")
+
+
+def test_metadata_verifies_offline_against_the_shipped_schema(tmp_path):
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+    broken = json.loads((CONFIGS / "metadata.json").read_text())
+    del broken["network_data_format"]
+    (tmp_path / "metadata.json").write_text(json.dumps(broken))
+    with pytest.raises(Exception, match="network_data_format"):
+        verify_metadata(meta_file=str(tmp_path / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_tiny_run_writes_an_mlflow_run_with_params_metrics_artifacts(trained):
+    tmp, _ = trained
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("synthetic-cbis-ddsm")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    stages = {r.data.tags["stage"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert set(stages) == {"patch", "whole_image", "test"}
+    assert all(r.info.status == "FINISHED" for r in runs)
+    tags = parent.data.tags
+    assert tags["model_family"] == "shen_end2end" and tags["patch_set"] == "S10"
+    assert len(tags["dataset_digest"]) == 16 and tags["split_seed"] == "0"
+    params = parent.data.params
+    assert params["backbone"] == "resnet18" and params["patch_size"] == "24"
+    assert params["stages.1.trainable"] == "all" and params["patch_stages.0.epochs"] == "1"
+    for key in ("test_auc", "test_a_auc", "test_sensitivity", "test_specificity", "test_auc_ci_low"):
+        assert key in parent.data.metrics, key
+    assert "val_auc" in stages["whole_image"].data.metrics
+    assert "val_patch_auc" in stages["patch"].data.metrics and "train_loss" in stages["patch"].data.metrics
+    top = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"executed_config.json", "checkpoints", "evaluation", "data"} <= top
+    evaluation = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "evaluation")}
+    assert {"roc.png", "confusion_matrix.png", "predictions.csv", "metrics.json"} <= evaluation
+    assert [Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "checkpoints")] == [
+        "model.pt"
+    ]
+    assert len(parent.data.params) >= 20
+    assert parent.inputs.dataset_inputs, "the datalist is logged as an MLflow dataset input"
+
+
+def test_tiny_run_outputs_and_progress(trained):
+    tmp, result = trained
+    assert "[patch/patch_all] epoch 1/1" in result.stdout
+    assert "[whole_image/whole_all] epoch 2/2" in result.stdout and "ETA" in result.stdout
+    metrics = json.loads((tmp / "out" / "test" / "metrics.json").read_text())
+    assert metrics["test_n_images"] > 0 and 0 <= metrics["test_a_auc"] <= 1
+    rows = list(csv.DictReader(open(tmp / "out" / "test" / "predictions.csv")))
+    assert len(rows) == metrics["test_n_images"] and rows[0]["id"].endswith(".dcm")
+    datalist = json.loads((tmp / "out" / "datalist.json").read_text())
+    patients = [{i["patient_id"] for i in datalist[s]} for s in ("training", "validation", "test")]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+
+
+def test_evaluate_and_inference_configs_reuse_the_trained_model(trained):
+    tmp, _ = trained
+    _run_bundle(tmp, f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']")
+    evaluated = json.loads((tmp / "out" / "evaluate" / "metrics.json").read_text())
+    tested = json.loads((tmp / "out" / "test" / "metrics.json").read_text())
+    assert evaluated["test_auc"] == pytest.approx(tested["test_auc"])
+
+    datalist = json.loads((tmp / "out" / "datalist.json").read_text())
+    images = tmp / "to_infer"
+    images.mkdir()
+    for k, item in enumerate(datalist["test"][:3]):
+        os.symlink(item["image"], images / f"case{k}.dcm")
+    env = {**os.environ, "MONAI_MAMMO_HOME": str(tmp / "home")}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.json")]
+    cmd += [
+        "--ckpt_dir",
+        str(tmp / "models"),
+        "--input_dir",
+        str(images),
+        "--output_csv",
+        str(tmp / "pred.csv"),
+    ]
+    cmd += ["--image_size", "[96, 80]", "--num_workers", "0"]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp / "pred.csv")))
+    assert [Path(r["id"]).name for r in rows] == ["case0.dcm", "case1.dcm", "case2.dcm"]
+    assert all(0.0 <= float(r["p_malignant"]) <= 1.0 for r in rows)
+
+
+def test_resume_skips_finished_stages_and_checkpoints_load(trained):
+    tmp, _ = trained
+    result = _run_bundle(tmp, str(CONFIGS / "train.json"), "--resume", "true")
+    assert result.stdout.count("(already complete)") == 2
+    state = torch.load(tmp / "models" / "whole_image" / "last.pt", weights_only=False)
+    assert (
+        state["trainer"]["iteration"] == 2 * state["trainer"]["epoch_length"]
+        and state["stages"]["current"] == 1
+    )
+    truncated = tmp / "truncated.pt"
+    truncated.write_bytes((tmp / "models" / "whole_image" / "model.pt").read_bytes()[:100])
+    with pytest.raises(MammoDataError, match="truncated.pt"):
+        load_checkpoint(torch.nn.Linear(1, 1), truncated)
