@@ -1,23 +1,10 @@
-"""The full patch chain in a MONAI ``Dataset`` + ``DataLoader`` with workers, on a synthetic CBIS-DDSM.
-
-LoadMammogramd -> LoadFindingMasksd -> (finding masks stacked into one key) -> CropBreastd ->
-OrientBreastd -> Resized -> (masks back into the findings) -> SamplePatchesd(S10), batched with
-``list_data_collate``.
-
-The finding masks are loaded *before* the crop: :class:`LoadFindingMasksd` only resizes a
-mask to the image's current size, it does not replay a crop or a flip (run after
-:class:`CropBreastd` it silently misaligns the masks, see
-``test_finding_masks_loaded_after_crop_are_misaligned``), and the dict geometry transforms
-cannot reach the masks inside the findings list, so the test moves them through a top-level
-key.
-"""
+"""The full chain (load DICOM -> finding masks -> crop -> orient -> resize -> S10 patches) in a MONAI
+Dataset/DataLoader with workers; masks follow the geometry through StackFindingMasksd."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from monai.data import DataLoader, Dataset, list_data_collate
@@ -26,12 +13,15 @@ from monai.transforms import Compose, Resized
 from monai_mammo.data.indexers.cbis_ddsm import index_cbis_ddsm
 from monai_mammo.data.schema import PatchClass
 from monai_mammo.data.synthetic.writers.cbis_ddsm import write_cbis_ddsm
+from monai_mammo.exceptions import MammoConfigError
 from monai_mammo.transforms import (
     CropBreastd,
     LoadFindingMasksd,
     LoadMammogramd,
     OrientBreastd,
     SamplePatchesd,
+    StackFindingMasksd,
+    UnstackFindingMasksd,
 )
 
 SIZE = (256, 192)
@@ -42,45 +32,16 @@ CROP_ARGS = {"mode": "otsu", "radius": 10, "buffer": 5}
 ITEM_KEYS = ("image", "findings", "laterality", "view", "patient_id")
 
 
-class StackFindingMasksd:
-    """Move the loaded finding masks into one (n_findings, H, W) key so dict transforms move them too."""
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        findings = [dict(f) for f in d["findings"]]
-        shape = tuple(d["image"].shape[1:])
-        masks = [f["mask"] if f.get("mask") is not None else torch.zeros((1, *shape)) for f in findings]
-        d[MASKS_KEY] = torch.cat([torch.as_tensor(m, dtype=torch.float32) for m in masks])
-        for f in findings:
-            f["mask"] = None
-        d["findings"] = findings
-        return d
-
-
-class UnstackFindingMasksd:
-    """Put the (cropped, flipped, resized) masks back into their findings and drop the stacked key."""
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        masks = d.pop(MASKS_KEY)
-        findings = [dict(f) for f in d["findings"]]
-        masks = masks.as_tensor() if hasattr(masks, "as_tensor") else masks  # plain tensors in the findings
-        for i, f in enumerate(findings):
-            f["mask"] = (masks[i : i + 1] > 0.5).float()
-        d["findings"] = findings
-        return d
-
-
 def geometry_transforms() -> list[Any]:
     """Everything up to (not including) the patch sampler: deterministic."""
     return [
         LoadMammogramd("image"),
         LoadFindingMasksd("findings"),
-        StackFindingMasksd(),
+        StackFindingMasksd("findings"),
         CropBreastd(["image", MASKS_KEY], **CROP_ARGS),
         OrientBreastd(["image", MASKS_KEY]),
         Resized(["image", MASKS_KEY], SIZE, mode=("area", "nearest")),
-        UnstackFindingMasksd(),
+        UnstackFindingMasksd("findings"),
     ]
 
 
@@ -203,23 +164,18 @@ def test_deterministic_with_the_same_seed(items: list[dict[str, Any]], batches: 
     )
 
 
-def test_finding_masks_loaded_after_crop_are_misaligned(
-    items: list[dict[str, Any]], prepared: dict[str, dict[str, Any]]
-) -> None:
-    """Documents the gap: LoadFindingMasksd after CropBreastd resizes the full mask to the crop."""
+def test_finding_masks_cannot_be_loaded_after_a_crop(items: list[dict[str, Any]]) -> None:
+    """Loading masks after a crop would misplace them silently: it is refused with a clear error."""
     late = Compose(
         [
             LoadMammogramd("image"),
             CropBreastd("image", **CROP_ARGS),
-            OrientBreastd("image"),
             Resized("image", SIZE),
             LoadFindingMasksd("findings"),
-        ]
+        ],
+        map_items=False,
     )
-    ious = []
-    for item in items:
-        wrong = late(item)["findings"][0]["mask"] > 0
-        right = prepared[item["image"]]["findings"][0]["mask"] > 0
-        assert wrong.shape == right.shape  # no error is raised: the misalignment is silent
-        ious.append(float((wrong & right).sum() / (wrong | right).sum()))
-    assert np.mean(ious) < 0.5
+    with pytest.raises(Exception) as info:
+        late(items[0])
+    error = info.value if isinstance(info.value, MammoConfigError) else info.value.__cause__
+    assert isinstance(error, MammoConfigError) and "CropBreast" in str(error)

@@ -9,13 +9,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import TransformBackends
 
-from monai_mammo.exceptions import MammoDataError
+from monai_mammo.exceptions import MammoConfigError, MammoDataError
 from monai_mammo.transforms.io import LoadMammogram
 
-__all__ = ["LoadFindingMasksd", "LoadFindingMasksD", "LoadFindingMasksDict"]
+__all__ = [
+    "LoadFindingMasksd",
+    "LoadFindingMasksD",
+    "LoadFindingMasksDict",
+    "StackFindingMasksd",
+    "StackFindingMasksD",
+    "StackFindingMasksDict",
+    "UnstackFindingMasksd",
+    "UnstackFindingMasksD",
+    "UnstackFindingMasksDict",
+]
+
+# transforms after which masks can still be loaded: they only resample the whole image
+_RESAMPLING_ONLY = {"Resize", "Resized"}
 
 
 class LoadFindingMasksd(MapTransform):
@@ -34,6 +48,8 @@ class LoadFindingMasksd(MapTransform):
 
     Raises:
         MammoDataError: a mask whose original size differs from the image's, naming both files.
+        MammoConfigError: the image went through a crop or flip already (masks cannot replay it:
+            load them first and move them with :class:`StackFindingMasksd`).
 
     Example::
 
@@ -55,6 +71,13 @@ class LoadFindingMasksd(MapTransform):
         self.loader = LoadMammogram(as_mask=True)
 
     def _load(self, path: Any, image: torch.Tensor) -> torch.Tensor:
+        for op in getattr(image, "applied_operations", []):
+            if op.get("class") not in _RESAMPLING_ONLY:
+                raise MammoConfigError(
+                    f"the image went through {op.get('class')} before its finding masks were loaded; "
+                    "load masks right after the image and move them with StackFindingMasksd",
+                    path,
+                )
         mask = torch.as_tensor(self.loader(path))
         meta = getattr(image, "meta", {})
         original = tuple(int(s) for s in np.asarray(meta.get("spatial_shape", image.shape[1:])).ravel())
@@ -86,3 +109,82 @@ class LoadFindingMasksd(MapTransform):
 
 
 LoadFindingMasksD = LoadFindingMasksDict = LoadFindingMasksd
+
+
+class StackFindingMasksd(MapTransform):
+    """Move the findings' loaded masks into one ``(n_findings, H, W)`` key, so geometry transforms move them.
+
+    MONAI dict transforms act on top-level keys; masks inside the ``findings`` list would be left
+    behind by a crop or flip. Stack them, list the stacked key in the geometry transforms' keys
+    (nearest interpolation), then put them back with :class:`UnstackFindingMasksd`. Findings
+    without a mask get an empty channel.
+
+    Args:
+        keys: the findings list key (default ``"findings"``).
+        image_key: the image whose spatial shape empty channels take.
+        output_key: the stacked mask key.
+
+    Example::
+
+        Compose([LoadMammogramd("image"), LoadFindingMasksd("findings"), StackFindingMasksd("findings"),
+                 CropBreastd(["image", "finding_masks"]), OrientBreastd(["image", "finding_masks"]),
+                 UnstackFindingMasksd("findings")])
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self, keys: KeysCollection = "findings", image_key: str = "image", output_key: str = "finding_masks"
+    ):
+        super().__init__(keys)
+        self.image_key = image_key
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        shape = tuple(d[self.image_key].shape[1:])
+        for key in self.key_iterator(d):
+            findings = [dict(f) for f in d[key]]
+            masks = [
+                torch.as_tensor(f["mask"], dtype=torch.float32).reshape(1, *shape)
+                if f.get("mask") is not None and not isinstance(f["mask"], (str, bytes))
+                else torch.zeros((1, *shape))
+                for f in findings
+            ]
+            image = d[self.image_key]
+            stacked = torch.cat(masks) if masks else torch.zeros((0, *shape))
+            if isinstance(image, MetaTensor):
+                stacked = MetaTensor(
+                    stacked, meta=dict(image.meta), applied_operations=list(image.applied_operations)
+                )
+            d[self.output_key] = stacked
+            for f in findings:
+                f["mask"] = None
+            d[key] = findings
+        return d
+
+
+class UnstackFindingMasksd(MapTransform):
+    """Put the stacked masks (moved by geometry transforms) back into their findings as binary (1, H, W)."""
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, keys: KeysCollection = "findings", stacked_key: str = "finding_masks"):
+        super().__init__(keys)
+        self.stacked_key = stacked_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        masks = torch.as_tensor(d.pop(self.stacked_key))
+        for key in self.key_iterator(d):
+            findings = [dict(f) for f in d[key]]
+            if len(findings) != masks.shape[0]:
+                raise MammoConfigError(f"{masks.shape[0]} stacked masks for {len(findings)} findings")
+            for i, f in enumerate(findings):
+                f["mask"] = (masks[i : i + 1] > 0.5).float()
+            d[key] = findings
+        return d
+
+
+StackFindingMasksD = StackFindingMasksDict = StackFindingMasksd
+UnstackFindingMasksD = UnstackFindingMasksDict = UnstackFindingMasksd
