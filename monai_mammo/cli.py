@@ -23,6 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "generate a synthetic mammography dataset in a real on-disk layout",
     ),
     "index": ("monai_mammo.commands.index", "index a dataset folder into a MONAI datalist JSON with splits"),
+    "mlflow": (
+        "monai_mammo.commands.mlflow",
+        "MLflow helpers: replay a run journalled while the store was unreachable",
+    ),
 }
 
 

@@ -8,7 +8,8 @@ import pytest
 from ignite.engine import Engine
 from mlflow.tracking import MlflowClient
 
-from monai_mammo.engines.tracking import MLflowTracker, flatten_params, replay_journal, unique_run_name
+from monai_mammo.cli import main
+from monai_mammo.engines.tracking import MLflowTracker, flatten_params, unique_run_name
 
 
 @pytest.fixture
@@ -69,7 +70,13 @@ def test_unreachable_store_journals_everything_and_replays(tmp_path, sqlite_uri,
     ops = [json.loads(line)["op"] for line in tracker.journal_path.read_text().splitlines()]
     assert ops[0] == "start" and "log_metrics" in ops and ops[-1] == "finish"
 
-    run_id = replay_journal(tracker.journal_path, tracking_uri=sqlite_uri)
+    assert main(["mlflow", "replay", str(tracker.journal_path), "--tracking-uri", sqlite_uri]) == 0
+    client = MlflowClient(sqlite_uri)
+    run_id = next(
+        r.info.run_id
+        for r in client.search_runs([client.get_experiment_by_name("synthetic-cbis").experiment_id])
+        if "mlflow.parentRunId" not in r.data.tags
+    )
     client = MlflowClient(sqlite_uri)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["test_auc"] == 0.9
