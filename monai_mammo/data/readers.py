@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from monai.data import ImageReader
 from monai.utils import MetaKeys, TraceKeys, ensure_tuple
-from PIL import Image
 
 from monai_mammo.data.dicom import (
     check_presentation_intent,
@@ -64,6 +63,8 @@ def mammogram_affine(spacing: Sequence[float] | None) -> np.ndarray:
 
 def _read_raster(path: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Greyscale pixels of a PNG/JPEG (colour converted to luma) and their bit depth."""
+    from PIL import Image  # imported here: DICOM-only use must not need Pillow's codecs
+
     try:
         with Image.open(path) as img:
             img.load()
