@@ -173,3 +173,26 @@ def test_resume_skips_finished_stages_and_checkpoints_load(trained):
     truncated.write_bytes((tmp / "models" / "whole_image" / "model.pt").read_bytes()[:100])
     with pytest.raises(MammoDataError, match="truncated.pt"):
         load_checkpoint(torch.nn.Linear(1, 1), truncated)
+
+
+def test_multi_gpu_config_runs_with_torchrun_on_cpu(tmp_path):
+    """``multi_gpu_train.json`` with torchrun, 2 processes, gloo: one MLflow run, loadable checkpoints."""
+    env = {
+        **os.environ,
+        "MONAI_MAMMO_HOME": str(tmp_path / "home"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "OMP_NUM_THREADS": "1",
+    }
+    configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+    cmd += ["-m", "monai.bundle", "run", "--config_file", configs]
+    cmd += ["--output_dir", str(tmp_path / "out"), "--ckpt_dir", str(tmp_path / "models"), *TINY]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("[whole_image/whole_all] epoch 2/2") == 2  # both ranks trained
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("synthetic-cbis-ddsm").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and "test_auc" in parents[0].data.metrics  # rank 0 alone logs
+    state = torch.load(tmp_path / "models" / "whole_image" / "model.pt", weights_only=True)
+    assert state and not any(k.startswith("module.") for k in state)  # loadable without DDP
