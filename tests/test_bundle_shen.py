@@ -196,3 +196,18 @@ def test_multi_gpu_config_runs_with_torchrun_on_cpu(tmp_path):
     assert len(parents) == 1 and "test_auc" in parents[0].data.metrics  # rank 0 alone logs
     state = torch.load(tmp_path / "models" / "whole_image" / "model.pt", weights_only=True)
     assert state and not any(k.startswith("module.") for k in state)  # loadable without DDP
+
+
+def test_paper_config_merges_with_the_paper_networks_and_schedules(tmp_path, monkeypatch):
+    from monai.bundle import ConfigParser
+
+    monkeypatch.setenv("MONAI_MAMMO_HOME", str(tmp_path))
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "paper.json")])
+    parser.read_meta(str(CONFIGS / "metadata.json"))
+    whole = parser.get_parsed_content("network_def")
+    assert whole.trunk.out_channels == 2048 and parser.get_parsed_content("image_size") == [1152, 896]
+    assert [s["trainable"] for s in parser.get_parsed_content("patch_stages")] == ["head", "top:5", "all"]
+    assert [s["lr"] for s in parser.get_parsed_content("stages")] == [1e-4, 1e-5]
+    steps = [type(t).__name__ for t in parser.get_parsed_content("image_preprocessing")[2].transforms]
+    assert steps == ["ScaleBitDepthd", "RepeatChanneld", "SubtractMeand"]
