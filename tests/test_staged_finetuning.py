@@ -128,3 +128,41 @@ def test_selection_and_validation_errors():
         Stage(0, 1e-3)
     with pytest.raises(MammoConfigError, match="new_parameters"):
         select_trainable(nn.Sequential(nn.Linear(2, 2)), "new")
+
+
+def test_frozen_batch_norm_statistics_stay_fixed_when_asked():
+    for frozen_bn_eval, should_move in ((True, False), (False, True)):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+        net.layer_groups = lambda net=net: [net[0], net[1], net[2]]  # type: ignore[method-assign]
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        handler = StagedFineTuning(
+            net, opt, [Stage(1, 1e-2, trainable="head")], frozen_bn_eval=frozen_bn_eval
+        )
+        handler.apply(0)
+        net.train()
+        net(torch.randn(16, 4) * 5 + 3)
+        moved = not torch.allclose(net[1].running_mean, torch.zeros(4))
+        assert moved == should_move
+        assert net[2].training  # only the frozen batch norm is switched to eval
+
+
+def test_one_cycle_schedule_follows_the_iterations():
+    from monai_mammo.engines.staged import one_cycle_lr
+
+    net = TinyNet()
+    opt = torch.optim.Adam(net.parameters(), lr=1.0)
+    handler = StagedFineTuning(
+        net, opt, [Stage(1, 1e-2, trainable="head"), Stage(2, 1e-3, schedule="one_cycle")]
+    )
+    lrs: list = []
+    trainer = _trainer(net, opt, [])
+    handler.attach(trainer)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: lrs.append(opt.param_groups[0]["lr"]))
+    trainer.run(range(5), max_epochs=3)
+    assert lrs[:5] == [1e-2] * 5  # constant stage
+    expected = [one_cycle_lr(i, 10, 1e-3) for i in range(10)]
+    assert lrs[5:] == pytest.approx(expected)
+    assert expected[0] == pytest.approx(1e-3 / 25) and max(expected) == pytest.approx(1e-3)
+    with pytest.raises(MammoConfigError, match="schedule"):
+        Stage(1, 1e-3, schedule="step")

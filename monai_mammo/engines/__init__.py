@@ -27,6 +27,7 @@ from monai_mammo.engines.patches import (
 from monai_mammo.engines.staged import (
     Stage,
     StagedFineTuning,
+    one_cycle_lr,
     select_trainable,
     total_epochs,
 )
@@ -63,6 +64,7 @@ from monai_mammo.engines.workflow import (
 __all__ = [
     "Stage",
     "StagedFineTuning",
+    "one_cycle_lr",
     "select_trainable",
     "total_epochs",
     "TrainingCheckpoint",

@@ -20,6 +20,7 @@ Networks without ``layer_groups()`` use their direct children as groups.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from torch import nn
 
 from monai_mammo.exceptions import MammoConfigError
 
-__all__ = ["Stage", "StagedFineTuning", "select_trainable", "total_epochs"]
+__all__ = ["Stage", "StagedFineTuning", "one_cycle_lr", "select_trainable", "total_epochs"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class Stage:
         weight_decay: weight decay set on every parameter group.
         trainable: ``"all"``, ``"head"``, ``"top:N"`` or ``"new"`` (see the module docstring).
         name: label used in logs and MLflow (defaults to ``stage<k>``).
+        schedule: ``"constant"`` (the papers) or ``"one_cycle"``: per iteration, a linear warm-up
+            from ``lr / 25`` to ``lr`` over the first 30 % of the stage, then cosine annealing to
+            ``lr / 1e4`` (the defaults of ``torch.optim.lr_scheduler.OneCycleLR``).
     """
 
     epochs: int
@@ -52,13 +56,31 @@ class Stage:
     weight_decay: float = 0.0
     trainable: str = "all"
     name: str = ""
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if int(self.epochs) <= 0:
             raise MammoConfigError(f"stage epochs must be > 0, got {self.epochs}")
         if self.lr <= 0:
             raise MammoConfigError(f"stage lr must be > 0, got {self.lr}")
+        if self.schedule not in ("constant", "one_cycle"):
+            raise MammoConfigError(f"stage schedule must be 'constant' or 'one_cycle', got {self.schedule!r}")
         _parse_trainable(self.trainable)
+
+
+def one_cycle_lr(step: int, total: int, max_lr: float, pct_start: float = 0.3) -> float:
+    """Learning rate of one-cycle step ``step`` (0-based) out of ``total``.
+
+    Example::
+
+        one_cycle_lr(0, 100, 1e-3)  # 4e-05 (= 1e-3 / 25)
+    """
+    start, end = max_lr / 25.0, max_lr / 25.0 / 1e4
+    warm = max(int(pct_start * total), 1)
+    if step < warm:
+        return start + (max_lr - start) * step / warm
+    progress = min((step - warm) / max(total - warm, 1), 1.0)
+    return end + (max_lr - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _parse_trainable(trainable: str) -> tuple[str, int]:
@@ -140,6 +162,9 @@ class StagedFineTuning:
         network: the model being trained.
         optimizer: its optimizer, created over all parameters.
         stages: the stages in order (:class:`Stage` or dicts with its fields).
+        frozen_bn_eval: keep batch-norm layers whose parameters are all frozen in eval mode while
+            training (running statistics fixed, as with Keras >= 2.1.3 / TF2 frozen layers). Off by
+            default: the paper's Keras 2.0 kept updating them.
 
     Example::
 
@@ -153,6 +178,7 @@ class StagedFineTuning:
         network: nn.Module,
         optimizer: torch.optim.Optimizer,
         stages: Sequence[Stage | Mapping[str, Any]],
+        frozen_bn_eval: bool = False,
     ) -> None:
         if not stages:
             raise MammoConfigError("StagedFineTuning needs at least one stage")
@@ -160,6 +186,15 @@ class StagedFineTuning:
         self.optimizer = optimizer
         self.stages = [_as_stage(s, i) for i, s in enumerate(stages)]
         self.current: int | None = None
+        self._frozen_bn: list[nn.Module] = []
+        if frozen_bn_eval:
+            network.register_forward_pre_hook(self._freeze_bn_statistics)
+
+    def _freeze_bn_statistics(self, module: nn.Module, args: Any) -> None:
+        """Forward pre-hook: trainers call ``network.train()`` every iteration; undo it for frozen BN."""
+        if module.training:
+            for bn in self._frozen_bn:
+                bn.eval()
 
     @property
     def total_epochs(self) -> int:
@@ -176,9 +211,23 @@ class StagedFineTuning:
         return len(self.stages) - 1
 
     def attach(self, engine: Engine) -> None:
-        """Apply the stage of each epoch when it starts."""
+        """Apply the stage of each epoch when it starts (and the stage's lr schedule every iteration)."""
         if not engine.has_event_handler(self, Events.EPOCH_STARTED):
             engine.add_event_handler(Events.EPOCH_STARTED, self)
+            engine.add_event_handler(Events.ITERATION_STARTED, self._schedule)
+
+    def _schedule(self, engine: Engine) -> None:
+        stage = self.stages[
+            self.current if self.current is not None else self.stage_index(engine.state.epoch)
+        ]
+        if stage.schedule != "one_cycle":
+            return
+        first_epoch = sum(s.epochs for s in self.stages[: self.stages.index(stage)])
+        per_epoch = int(engine.state.epoch_length or 1)
+        step = engine.state.iteration - 1 - first_epoch * per_epoch
+        lr = one_cycle_lr(step, stage.epochs * per_epoch, stage.lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def __call__(self, engine: Engine) -> None:
         index = self.stage_index(engine.state.epoch)
@@ -199,6 +248,12 @@ class StagedFineTuning:
                 n_trainable += p.numel()
             else:
                 p.grad = None  # a stale (even zeroed) grad would let Adam's momentum move a frozen weight
+        self._frozen_bn = [
+            m
+            for m in getattr(self.network, "module", self.network).modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and not any(p.requires_grad for p in m.parameters())
+        ]
         for group in self.optimizer.param_groups:
             group["lr"] = stage.lr
             group["weight_decay"] = stage.weight_decay
