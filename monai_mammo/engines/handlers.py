@@ -255,7 +255,7 @@ class ProgressLogger:
         loss = sum(self._losses) / len(self._losses) if self._losses else float("nan")
         self._losses.clear()
         metrics = dict(self.evaluator.state.metrics) if self.evaluator is not None else {}
-        shown = ", ".join(f"{k} {float(v):.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+        shown = ", ".join(f"{k} {float(v):.4f}" for k, v in metrics.items() if np.ndim(v) == 0)
         stage = getattr(engine.state, "stage", "")
         logger.info(
             "[%s%s] epoch %d/%d: loss %.4f%s | elapsed %.0fs, ETA %.0fs",
