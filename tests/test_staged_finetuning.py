@@ -166,3 +166,45 @@ def test_one_cycle_schedule_follows_the_iterations():
     assert expected[0] == pytest.approx(1e-3 / 25) and max(expected) == pytest.approx(1e-3)
     with pytest.raises(MammoConfigError, match="schedule"):
         Stage(1, 1e-3, schedule="step")
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    """Train 3 epochs straight vs 1 epoch + checkpoint + resume for 2: identical weights and stage."""
+    from monai_mammo.engines.handlers import TrainingCheckpoint, resume_training
+
+    def build():
+        torch.manual_seed(0)
+        net = TinyNet()
+        opt = torch.optim.Adam(net.parameters(), lr=1.0)
+        stages = [Stage(1, 1e-2, trainable="head"), Stage(2, 1e-3, schedule="one_cycle")]
+        handler = StagedFineTuning(net, opt, stages)
+        data = torch.utils.data.DataLoader(list(range(8)), batch_size=2, shuffle=True)
+
+        def step(engine, _):
+            opt.zero_grad()
+            x = torch.randn(4, 4)  # draws from the global RNG: resuming must restore it
+            loss = nn.functional.cross_entropy(net(x), torch.tensor([0, 1, 0, 1]))
+            loss.backward()
+            opt.step()
+            return {"loss": loss.item()}
+
+        engine = Engine(step)
+        handler.attach(engine)
+        objects = {"network": net, "optimizer": opt, "stages": handler}
+        TrainingCheckpoint(tmp_path, objects).attach(engine)
+        return net, engine, data, objects
+
+    net, engine, data, _ = build()
+    engine.run(data, max_epochs=3)
+    straight = {k: v.clone() for k, v in net.state_dict().items()}
+
+    net, engine, data, _ = build()
+    engine.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())  # "killed" after epoch 1
+    engine.run(data, max_epochs=3)
+    net, engine, data, objects = build()
+    assert resume_training(tmp_path / "last.pt", engine, objects) is False
+    assert engine.state.epoch == 1
+    engine.run(data, max_epochs=3)
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, straight[key])
+    assert objects["stages"].current == 1
