@@ -81,3 +81,28 @@ def test_artifacts_are_real_files(tmp_path):
     pred = save_predictions_csv(["a", "b", "c", "d", "e"], y, s, tmp_path / "pred.csv")
     lines = list(csv.DictReader(open(pred)))
     assert lines[0]["p_malignant"] == "0.150000" and "p_malignant_hflip" in lines[0]
+
+
+def test_evaluate_and_log_ensembles_checkpoints(tmp_path):
+    from monai_mammo.engines.workflow import evaluate_and_log
+
+    torch.manual_seed(0)
+    images = torch.rand(12, 1, 8, 6)
+    labels = torch.tensor([0, 1] * 6)
+    batches = [{"image": images[i : i + 4], "label": labels[i : i + 4]} for i in range(0, 12, 4)]
+    net = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
+    paths = []
+    for k in range(2):
+        torch.manual_seed(k + 1)
+        state = nn.Sequential(nn.Flatten(), nn.Linear(48, 2)).state_dict()
+        paths.append(tmp_path / f"m{k}.pt")
+        torch.save(state, paths[-1])
+    metrics = evaluate_and_log(net, batches, tmp_path, checkpoint=paths, threshold=0.5, n_bootstrap=0)
+    scores = []
+    for path in paths:
+        net.load_state_dict(torch.load(path, weights_only=True))
+        scores.append(predict_scores(net, batches)["scores"])
+    expected = roc_auc(labels.numpy(), np.mean(scores, axis=0)[:, 0])
+    assert metrics["test_n_models"] == 2 and metrics["test_auc"] == pytest.approx(expected)
+    assert metrics["test_model0_auc"] == pytest.approx(roc_auc(labels.numpy(), scores[0][:, 0]))
+    assert (tmp_path / "test" / "roc.png").is_file()

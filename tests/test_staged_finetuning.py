@@ -199,7 +199,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     straight = {k: v.clone() for k, v in net.state_dict().items()}
 
     net, engine, data, _ = build()
-    engine.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate())  # "killed" after epoch 1
+    engine.add_event_handler(
+        Events.EPOCH_COMPLETED(once=1), lambda e: e.terminate()
+    )  # "killed" after epoch 1
     engine.run(data, max_epochs=3)
     net, engine, data, objects = build()
     assert resume_training(tmp_path / "last.pt", engine, objects) is False
