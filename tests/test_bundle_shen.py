@@ -32,10 +32,9 @@ TINY = [
     "24",
     "--patch_stages#0#epochs",
     "1",
-    "--stages#0#epochs",
-    "1",
-    "--stages#1#epochs",
-    "1",
+    "--stages",
+    "[{'name': 'whole_new_top', 'epochs': 1, 'lr': 0.001, 'trainable': 'new'},"
+    " {'name': 'whole_all', 'epochs': 1, 'lr': 0.0001, 'trainable': 'all'}]",
     "--split#ratios",
     "[0.5, 0.2, 0.3]",
     "--n_bootstrap",
@@ -211,3 +210,11 @@ def test_paper_config_merges_with_the_paper_networks_and_schedules(tmp_path, mon
     assert [s["lr"] for s in parser.get_parsed_content("stages")] == [1e-4, 1e-5]
     steps = [type(t).__name__ for t in parser.get_parsed_content("image_preprocessing")[2].transforms]
     assert steps == ["ScaleBitDepthd", "RepeatChanneld", "SubtractMeand"]
+
+
+def test_inference_config_builds_the_trained_network():
+    """inference.json stands alone (MONAI loads only it), so its network settings must match train.json."""
+    train = json.loads((CONFIGS / "train.json").read_text())
+    inference = json.loads((CONFIGS / "inference.json").read_text())
+    for key in ("image_size", "backbone", "in_channels", "widen_factor", "top", "top_blocks"):
+        assert inference[key] == train[key], key
