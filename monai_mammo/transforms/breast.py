@@ -55,6 +55,7 @@ __all__ = [
     "chest_wall_side_from_meta",
     "find_breast",
     "extract_window",
+    "SharedGeometryd",
     "CropBreast",
     "CropBreastd",
     "CropBreastD",
@@ -585,7 +586,76 @@ class CropBreast(InvertibleTransform):
         return _invert_traced_window(self, data)
 
 
-class CropBreastd(MapTransform, InvertibleTransform):
+class SharedGeometryd(MapTransform, InvertibleTransform):
+    """Base of the dict geometry transforms: one geometry, computed from the source key, for every key.
+
+    Subclasses set ``self.transform`` (the invertible array transform) and implement
+    :meth:`compute` and :meth:`apply`; image, masks and heatmaps then move together and
+    ``inverse`` undoes each key.
+
+    Args:
+        keys: keys to transform (all must share the source key's spatial size).
+        source_key: key whose pixels and metadata decide the geometry (default: the first key).
+        allow_missing_keys: do not fail on absent keys.
+
+    Raises:
+        MammoGeometryError: a key whose spatial size differs from the source key's.
+    """
+
+    transform: InvertibleTransform
+
+    def __init__(
+        self, keys: KeysCollection, source_key: str | None = None, allow_missing_keys: bool = False
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.source_key = source_key
+
+    def compute(self, img: Any, meta: Mapping[str, Any]) -> Any:
+        """The geometry of the source image (crop window, flip, ...)."""
+        raise NotImplementedError
+
+    def apply(self, img: Any, geometry: Any) -> Any:
+        """Apply a geometry from :meth:`compute` to one key."""
+        raise NotImplementedError
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Hashable, Any]:
+        """Apply the source key's geometry to every key.
+
+        Args:
+            data: sample dict.
+
+        Returns:
+            A new dict with the transformed entries.
+        """
+        d = dict(data)
+        source = self.source_key or self.first_key(d)
+        geometry = self.compute(d[source], _merged_meta(d, source))
+        shape = _spatial_shape(d[source])
+        for key in self.key_iterator(d):
+            if _spatial_shape(d[key]) != shape:
+                raise MammoGeometryError(
+                    f"key {key!r} has spatial size {_spatial_shape(d[key])}, {source!r} has {shape}",
+                    _merged_meta(d, source).get("filename_or_obj"),
+                )
+            d[key] = self.apply(d[key], geometry)
+        return d
+
+    def inverse(self, data: Mapping[Any, Any]) -> dict[Hashable, Any]:
+        """Undo the transform on every key.
+
+        Args:
+            data: output of this transform.
+
+        Returns:
+            A new dict in the input geometry.
+        """
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform.inverse(d[key])
+        return d
+
+
+class CropBreastd(SharedGeometryd):
     """Dictionary version of :class:`CropBreast`: one breast window for several keys.
 
     The geometry is computed once from ``source_key`` (default: the first of ``keys``) and the
@@ -616,6 +686,8 @@ class CropBreastd(MapTransform, InvertibleTransform):
 
     backend = CropBreast.backend
 
+    transform: CropBreast
+
     def __init__(
         self,
         keys: KeysCollection,
@@ -628,45 +700,14 @@ class CropBreastd(MapTransform, InvertibleTransform):
         channel: int = 0,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.source_key = source_key
-        self.cropper = CropBreast(mode, side, radius, buffer, nyu_mirror, channel)
+        super().__init__(keys, source_key, allow_missing_keys)
+        self.transform = CropBreast(mode, side, radius, buffer, nyu_mirror, channel)
 
-    def __call__(self, data: Mapping[Any, Any]) -> dict[Hashable, Any]:
-        """Crop every key to the breast window of the source key.
+    def compute(self, img: Any, meta: Mapping[str, Any]) -> BreastGeometry:
+        return self.transform.compute_geometry(img, meta)
 
-        Args:
-            data: sample dict.
-
-        Returns:
-            A new dict with the cropped entries.
-        """
-        d = dict(data)
-        source = self.source_key or self.first_key(d)
-        geometry = self.cropper.compute_geometry(d[source], _merged_meta(d, source))
-        shape = _spatial_shape(d[source])
-        for key in self.key_iterator(d):
-            if _spatial_shape(d[key]) != shape:
-                raise MammoGeometryError(
-                    f"key {key!r} has spatial size {_spatial_shape(d[key])}, {source!r} has {shape}",
-                    _merged_meta(d, source).get("filename_or_obj"),
-                )
-            d[key] = self.cropper.apply_geometry(d[key], geometry)
-        return d
-
-    def inverse(self, data: Mapping[Any, Any]) -> dict[Hashable, Any]:
-        """Pad every key back to its original size.
-
-        Args:
-            data: output of this transform.
-
-        Returns:
-            A new dict in the original geometry.
-        """
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.cropper.inverse(d[key])
-        return d
+    def apply(self, img: Any, geometry: BreastGeometry) -> torch.Tensor:
+        return self.transform.apply_geometry(img, geometry)
 
 
 class OrientBreast(InvertibleTransform):
@@ -817,7 +858,7 @@ class OrientBreast(InvertibleTransform):
         return self._flip(data, bool(info[TraceKeys.EXTRA_INFO]["flipped"]))
 
 
-class OrientBreastd(MapTransform, InvertibleTransform):
+class OrientBreastd(SharedGeometryd):
     """Dictionary version of :class:`OrientBreast`: one flip decision for several keys.
 
     Args:
@@ -837,6 +878,8 @@ class OrientBreastd(MapTransform, InvertibleTransform):
 
     backend = OrientBreast.backend
 
+    transform: OrientBreast
+
     def __init__(
         self,
         keys: KeysCollection,
@@ -847,39 +890,14 @@ class OrientBreastd(MapTransform, InvertibleTransform):
         channel: int = 0,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.source_key = source_key
-        self.orienter = OrientBreast(chest_wall, side, foreground, channel)
+        super().__init__(keys, source_key, allow_missing_keys)
+        self.transform = OrientBreast(chest_wall, side, foreground, channel)
 
-    def __call__(self, data: Mapping[Any, Any]) -> dict[Hashable, Any]:
-        """Flip every key when the source key needs it.
+    def compute(self, img: Any, meta: Mapping[str, Any]) -> bool:
+        return self.transform.compute_flip(img, meta)
 
-        Args:
-            data: sample dict.
-
-        Returns:
-            A new dict with the oriented entries.
-        """
-        d = dict(data)
-        source = self.source_key or self.first_key(d)
-        flip = self.orienter.compute_flip(d[source], _merged_meta(d, source))
-        for key in self.key_iterator(d):
-            d[key] = self.orienter.apply_flip(d[key], flip)
-        return d
-
-    def inverse(self, data: Mapping[Any, Any]) -> dict[Hashable, Any]:
-        """Flip every key back.
-
-        Args:
-            data: output of this transform.
-
-        Returns:
-            A new dict in the original orientation.
-        """
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.orienter.inverse(d[key])
-        return d
+    def apply(self, img: Any, geometry: bool) -> torch.Tensor:
+        return self.transform.apply_flip(img, geometry)
 
 
 CropBreastD = CropBreastDict = CropBreastd

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import InvertibleTransform, MapTransform, Randomizable
+from monai.transforms import InvertibleTransform, Randomizable
 from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
 
 from monai_mammo.exceptions import MammoConfigError, MammoGeometryError
@@ -41,8 +41,8 @@ from monai_mammo.transforms.breast import (
     BOTTOMMOST_POINTS_KEY,
     BREAST_THRESHOLD_KEY,
     RIGHTMOST_POINTS_KEY,
+    SharedGeometryd,
     _channel_2d,
-    _merged_meta,
     _meta_of,
     _rank,
     _spatial_shape,
@@ -403,7 +403,7 @@ class BestCenterCrop(InvertibleTransform):
         return _invert_window(self, data)
 
 
-class BestCenterCropd(MapTransform, InvertibleTransform):
+class BestCenterCropd(SharedGeometryd):
     """Dictionary version of :class:`BestCenterCrop`: one window for several keys.
 
     Args:
@@ -424,6 +424,8 @@ class BestCenterCropd(MapTransform, InvertibleTransform):
 
     backend = BestCenterCrop.backend
 
+    transform: BestCenterCrop
+
     def __init__(
         self,
         keys: KeysCollection,
@@ -434,39 +436,14 @@ class BestCenterCropd(MapTransform, InvertibleTransform):
         channel: int = 0,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.source_key = source_key
-        self.cropper = BestCenterCrop(view, cc_size, mlo_size, channel)
+        super().__init__(keys, source_key, allow_missing_keys)
+        self.transform = BestCenterCrop(view, cc_size, mlo_size, channel)
 
-    def __call__(self, data: Mapping[Any, Any]) -> dict[Hashable, Any]:
-        """Crop every key to the source key's window.
+    def compute(self, img: Any, meta: Mapping[str, Any]) -> CropWindow:
+        return self.transform.compute_window(img, meta)
 
-        Args:
-            data: sample dict.
-
-        Returns:
-            A new dict with the cropped entries.
-        """
-        d = dict(data)
-        source = self.source_key or self.first_key(d)
-        window = self.cropper.compute_window(d[source], _merged_meta(d, source))
-        for key in self.key_iterator(d):
-            d[key] = self.cropper.apply_window(d[key], window)
-        return d
-
-    def inverse(self, data: Mapping[Any, Any]) -> dict[Hashable, Any]:
-        """Put every key back in its input geometry.
-
-        Args:
-            data: output of this transform.
-
-        Returns:
-            A new dict in the input geometry.
-        """
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.cropper.inverse(d[key])
-        return d
+    def apply(self, img: Any, geometry: CropWindow) -> torch.Tensor:
+        return self.transform.apply_window(img, geometry)
 
 
 class RandCropNoise(Randomizable, InvertibleTransform):
@@ -621,7 +598,7 @@ class RandCropNoise(Randomizable, InvertibleTransform):
         return _invert_window(self, data)
 
 
-class RandCropNoised(Randomizable, MapTransform, InvertibleTransform):
+class RandCropNoised(Randomizable, SharedGeometryd):
     """Dictionary version of :class:`RandCropNoise`: one random window for image and heatmap keys.
 
     Args:
@@ -645,6 +622,8 @@ class RandCropNoised(Randomizable, MapTransform, InvertibleTransform):
 
     backend = RandCropNoise.backend
 
+    transform: RandCropNoise
+
     def __init__(
         self,
         keys: KeysCollection,
@@ -657,9 +636,8 @@ class RandCropNoised(Randomizable, MapTransform, InvertibleTransform):
         channel: int = 0,
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.source_key = source_key
-        self.cropper = RandCropNoise(max_crop_noise, max_crop_size_noise, view, cc_size, mlo_size, channel)
+        SharedGeometryd.__init__(self, keys, source_key, allow_missing_keys)
+        self.transform = RandCropNoise(max_crop_noise, max_crop_size_noise, view, cc_size, mlo_size, channel)
 
     def set_random_state(
         self, seed: int | None = None, state: np.random.RandomState | None = None
@@ -674,15 +652,15 @@ class RandCropNoised(Randomizable, MapTransform, InvertibleTransform):
             self.
         """
         super().set_random_state(seed, state)
-        self.cropper.set_random_state(seed, state)
+        self.transform.set_random_state(seed, state)
         return self
 
     def randomize(self, data: Any = None) -> None:
         """Draw the noise of the next call (delegated to the inner cropper)."""
-        self.cropper.randomize(data)
+        self.transform.randomize(data)
 
     def __call__(self, data: Mapping[Any, Any]) -> dict[Hashable, Any]:
-        """Crop every key to one random window of the source key.
+        """Crop every key to one random window of the source key (resized back to the input size).
 
         Args:
             data: sample dict.
@@ -690,27 +668,14 @@ class RandCropNoised(Randomizable, MapTransform, InvertibleTransform):
         Returns:
             A new dict with the cropped, resized entries.
         """
-        d = dict(data)
-        source = self.source_key or self.first_key(d)
         self.randomize()
-        window = self.cropper.compute_window(d[source], _merged_meta(d, source))
-        for key in self.key_iterator(d):
-            d[key] = self.cropper.apply_window(d[key], window)
-        return d
+        return super().__call__(data)
 
-    def inverse(self, data: Mapping[Any, Any]) -> dict[Hashable, Any]:
-        """Put every key back in its input geometry (resampled).
+    def compute(self, img: Any, meta: Mapping[str, Any]) -> CropWindow:
+        return self.transform.compute_window(img, meta)
 
-        Args:
-            data: output of this transform.
-
-        Returns:
-            A new dict in the input geometry.
-        """
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.cropper.inverse(d[key])
-        return d
+    def apply(self, img: Any, geometry: CropWindow) -> torch.Tensor:
+        return self.transform.apply_window(img, geometry)
 
 
 BestCenterCropD = BestCenterCropDict = BestCenterCropd
