@@ -24,11 +24,21 @@ __all__ = [
     "EarlyStopOnMetric",
     "ProgressLogger",
     "atomic_save",
+    "output_loss",
     "resume_training",
     "run_trainer",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def output_loss(output: Any) -> float | None:
+    """The ``loss`` of a MONAI trainer's iteration output (a dict, or a list of dicts), else None."""
+    if isinstance(output, list) and output and isinstance(output[0], Mapping):
+        output = output[0]
+    if isinstance(output, Mapping) and "loss" in output:
+        return float(output["loss"])
+    return None
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -239,11 +249,9 @@ class ProgressLogger:
         self._first_epoch = engine.state.epoch
 
     def _iteration(self, engine: Engine) -> None:
-        output = engine.state.output
-        if isinstance(output, list) and output and isinstance(output[0], Mapping):
-            output = output[0]
-        if isinstance(output, Mapping) and "loss" in output:
-            self._losses.append(float(output["loss"]))
+        loss = output_loss(engine.state.output)
+        if loss is not None:
+            self._losses.append(loss)
 
     def _epoch(self, engine: Engine) -> None:
         import time

@@ -24,6 +24,8 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
+from monai_mammo.engines.handlers import output_loss
+
 __all__ = [
     "default_home",
     "default_tracking_uri",
@@ -401,7 +403,7 @@ class MLflowEpochLogger:
         self.stage = stage
         self.prefix = prefix
         self.loss_name = loss_name
-        self.output_transform = output_transform or _loss_of
+        self.output_transform = output_transform or output_loss
         self._losses: list[float] = []
 
     def attach(self, engine: Engine) -> None:
@@ -420,14 +422,6 @@ class MLflowEpochLogger:
             metrics[self.loss_name] = sum(self._losses) / len(self._losses)
         if metrics:
             self.tracker.log_metrics(metrics, step=engine.state.epoch, stage=self.stage)
-
-
-def _loss_of(output: Any) -> float | None:
-    if isinstance(output, list) and output and isinstance(output[0], Mapping):
-        output = output[0]
-    if isinstance(output, Mapping) and "loss" in output:
-        return float(output["loss"])
-    return None
 
 
 def _is_number(value: Any) -> bool:
