@@ -27,6 +27,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "monai_mammo.commands.mlflow",
         "MLflow helpers: replay a run journalled while the store was unreachable",
     ),
+    "compare": (
+        "monai_mammo.commands.compare",
+        "the latest run of every model family side by side (MLflow), with CIs; CSV/Markdown export",
+    ),
+    "bundle": ("monai_mammo.commands.bundle", "pack a trained bundle for sharing, or verify a packed one"),
 }
 
 

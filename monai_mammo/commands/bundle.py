@@ -1,0 +1,59 @@
+"""``monai-mammo bundle``: pack a trained bundle for sharing, verify a packed one.
+
+Example::
+
+    monai-mammo bundle pack bundles/shen_end2end --checkpoint models/whole_image/model.pt --out dist/
+    monai-mammo bundle verify dist/shen_end2end.zip
+    python -m monai.bundle download --name shen_end2end --url file://$PWD/dist/shen_end2end.zip --bundle_dir models/
+
+See :mod:`monai_mammo.sharing` for the archive's layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from monai_mammo.sharing import pack_bundle, verify_bundle
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``pack BUNDLE --out DIR [--checkpoint F] [--name N] [--torchscript]`` and ``verify PATH [--no-forward]``."""
+    sub = parser.add_subparsers(dest="action", required=True)
+    pack = sub.add_parser("pack", help="zip a bundle with one checkpoint, checksums and verified metadata")
+    pack.add_argument("bundle", type=Path, help="the bundle folder, e.g. bundles/shen_end2end")
+    pack.add_argument("--out", type=Path, default=Path("dist"), help="output folder (default: dist)")
+    pack.add_argument(
+        "--checkpoint",
+        default=None,
+        help="weights to ship, relative to the bundle or absolute (default: models/model.pt)",
+    )
+    pack.add_argument("--name", default=None, help="bundle name (default: the folder name)")
+    pack.add_argument(
+        "--torchscript", action="store_true", help="also ship models/model.ts (single-input networks)"
+    )
+    verify = sub.add_parser("verify", help="check a packed bundle: checksums, metadata, a forward pass")
+    verify.add_argument("path", type=Path, help="<name>.zip or an extracted bundle folder")
+    verify.add_argument(
+        "--no-forward", action="store_true", help="skip building the network (no config is evaluated)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Pack or verify; ``verify`` exits 1 when a check fails."""
+    if args.action == "pack":
+        path = pack_bundle(
+            args.bundle, args.out, checkpoint=args.checkpoint, name=args.name, torchscript=args.torchscript
+        )
+        print(f"packed {path}")
+        return 0
+    report = verify_bundle(args.path, forward=not args.no_forward)
+    print(f"{report.name}: {report.files_checked} files match their checksums")
+    if report.output_shape is not None:
+        print(f"forward pass output shape: {report.output_shape}")
+    for error in report.errors:
+        print(f"error: {error}")
+    print("OK" if report.ok else "FAILED")
+    return 0 if report.ok else 1
