@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from monai.networks.nets import DenseNet121, resnet50
+from monai.networks.nets import DenseNet121, EfficientNetBN, resnet50
 
 from monai_mammo.exceptions import MammoConfigError, MammoDataError
 from monai_mammo.networks.patch_classifier import PatchClassifier
 from monai_mammo.networks.vgg import vgg16
 from monai_mammo.networks.weights import IMAGENET_MEAN, IMAGENET_STD, load_torchvision_state_dict
+from monai_mammo.networks.zoo import ZooClassifier, build_zoo_classifier
 
 State = dict[str, torch.Tensor]
 
@@ -95,6 +97,46 @@ def torchvision_densenet121(old_style: bool = False) -> State:
     _bn(sd, "features.norm5", channels)
     sd["classifier.weight"] = torch.randn(1000, channels)
     sd["classifier.bias"] = torch.randn(1000)
+    return sd
+
+
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    """torchvision's channel rounding (``torchvision.models._utils._make_divisible``)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def torchvision_efficientnet(width: float = 1.0, depth: float = 1.0) -> State:
+    """Keys and shapes of torchvision's ``efficientnet_b*().state_dict()`` (B0: 1.0, 1.0; B2: 1.1, 1.2)."""
+    # (expand ratio, kernel, stride, in, out, blocks) of torchvision's EfficientNet-B table
+    setting = [(1, 3, 32, 16, 1), (6, 3, 16, 24, 2), (6, 5, 24, 40, 2), (6, 3, 40, 80, 3)]
+    setting += [(6, 5, 80, 112, 3), (6, 5, 112, 192, 4), (6, 3, 192, 320, 1)]
+    sd: State = {}
+    stem = _make_divisible(32 * width)
+    _conv(sd, "features.0.0", stem, 3, 3)
+    _bn(sd, "features.0.1", stem)
+    for stage, (expand, k, cin, cout, blocks) in enumerate(setting, start=1):
+        cin, cout = _make_divisible(cin * width), _make_divisible(cout * width)
+        for index in range(int(math.ceil(blocks * depth))):
+            inp = cin if index == 0 else cout
+            hidden = _make_divisible(inp * expand)
+            p, part = f"features.{stage}.{index}.block", 0
+            if hidden != inp:
+                _conv(sd, f"{p}.0.0", hidden, inp, 1)
+                _bn(sd, f"{p}.0.1", hidden)
+                part = 1
+            _conv(sd, f"{p}.{part}.0", hidden, 1, k)  # depthwise
+            _bn(sd, f"{p}.{part}.1", hidden)
+            squeeze = max(1, inp // 4)
+            _conv(sd, f"{p}.{part + 1}.fc1", squeeze, hidden, 1, bias=True)
+            _conv(sd, f"{p}.{part + 1}.fc2", hidden, squeeze, 1, bias=True)
+            _conv(sd, f"{p}.{part + 2}.0", cout, hidden, 1)
+            _bn(sd, f"{p}.{part + 2}.1", cout)
+    last_in = _make_divisible(320 * width)
+    _conv(sd, "features.8.0", 4 * last_in, last_in, 1)
+    _bn(sd, "features.8.1", 4 * last_in)
+    sd["classifier.1.weight"] = torch.randn(1000, 4 * last_in)
+    sd["classifier.1.bias"] = torch.randn(1000)
     return sd
 
 
@@ -308,3 +350,108 @@ def test_arch_errors(tmp_path: Path) -> None:
         load_torchvision_state_dict(vgg16(), path, arch="alexnet")
     with pytest.raises(MammoConfigError, match="densenet121"):
         load_torchvision_state_dict(vgg16(), path, arch="densenet121")
+
+
+def _bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.numpy().tobytes()
+
+
+def test_efficientnet_b0_into_zoo_classifier(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    sd = torchvision_efficientnet()
+    path = _save(sd, tmp_path / "efficientnet_b0.pth")
+    model: Any = ZooClassifier("efficientnet-b0")
+    report = load_torchvision_state_dict(model, path, arch="efficientnet_b0")
+    assert report.prefix == "trunk." and report.skipped == ["classifier.1.bias", "classifier.1.weight"]
+    assert not (report.missing or report.unexpected or report.mismatched or report.adapted)
+    assert len(report.loaded) == len(sd) - 2
+    target = model.state_dict()
+    expected = {  # torchvision key -> MONAI EfficientNetBN key (B0 blocks per stage: 1, 2, 2, 3, 3, 4, 1)
+        "features.0.0.weight": "_conv_stem.weight",
+        "features.0.1.running_var": "_bn0.running_var",
+        "features.1.0.block.0.0.weight": "_blocks.0.0._depthwise_conv.weight",
+        "features.1.0.block.0.1.bias": "_blocks.0.0._bn1.bias",
+        "features.1.0.block.1.fc1.weight": "_blocks.0.0._se_reduce.weight",
+        "features.1.0.block.1.fc2.bias": "_blocks.0.0._se_expand.bias",
+        "features.1.0.block.2.0.weight": "_blocks.0.0._project_conv.weight",
+        "features.1.0.block.2.1.running_mean": "_blocks.0.0._bn2.running_mean",
+        "features.2.1.block.0.0.weight": "_blocks.1.2._expand_conv.weight",
+        "features.2.1.block.0.1.weight": "_blocks.1.2._bn0.weight",
+        "features.2.1.block.1.0.weight": "_blocks.1.2._depthwise_conv.weight",
+        "features.2.1.block.1.1.running_var": "_blocks.1.2._bn1.running_var",
+        "features.6.3.block.2.fc1.bias": "_blocks.5.14._se_reduce.bias",
+        "features.6.3.block.2.fc2.weight": "_blocks.5.14._se_expand.weight",
+        "features.6.3.block.3.0.weight": "_blocks.5.14._project_conv.weight",
+        "features.6.3.block.3.1.bias": "_blocks.5.14._bn2.bias",
+        "features.7.0.block.1.0.weight": "_blocks.6.15._depthwise_conv.weight",
+        "features.8.0.weight": "_conv_head.weight",
+        "features.8.1.running_mean": "_bn1.running_mean",
+    }
+    for file_key, model_key in expected.items():
+        assert torch.equal(target[f"trunk.{model_key}"], sd[file_key]), file_key
+    # every trunk tensor received exactly one (random, hence unique) file tensor
+    by_value = {_bytes(v): k for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    sources = [by_value.get(_bytes(v)) for k, v in target.items() if k.startswith("trunk.")]
+    sources = [k for k in sources if k is not None]
+    assert len(sources) == len(set(sources)) == len(by_value) - 2
+
+
+def test_efficientnet_b2_widths_and_depths_load_strictly(tmp_path: Path) -> None:
+    sd = torchvision_efficientnet(width=1.1, depth=1.2)
+    path = _save(sd, tmp_path / "efficientnet_b2.pth")
+    model: Any = build_zoo_classifier("efficientnet-b2", head="linear", weights=path)
+    target = model.state_dict()
+    assert torch.equal(
+        target["trunk._blocks.6.22._bn2.running_var"], sd["features.7.1.block.3.1.running_var"]
+    )
+    assert torch.equal(target["trunk._conv_head.weight"], sd["features.8.0.weight"])
+    assert model.head.classifier.in_features == 1408
+
+
+def test_efficientnet_head_grey_and_wrong_variant(tmp_path: Path) -> None:
+    sd = torchvision_efficientnet()
+    path = _save(sd, tmp_path / "efficientnet_b0.pth")
+    net: Any = EfficientNetBN("efficientnet-b0", pretrained=False, spatial_dims=2, num_classes=1000)
+    report = load_torchvision_state_dict(net, path, arch="efficientnet-b0", skip_head=False)
+    assert report.prefix == "" and not (report.skipped or report.missing or report.unexpected)
+    assert torch.equal(net._fc.weight, sd["classifier.1.weight"])
+
+    grey: Any = ZooClassifier("efficientnet-b0", grey_to_rgb=False)
+    report = load_torchvision_state_dict(grey, path, arch="efficientnet_b0")
+    assert report.adapted == ["trunk._conv_stem.weight"]
+    torch.testing.assert_close(
+        grey.trunk._conv_stem.weight, sd["features.0.0.weight"].sum(dim=1, keepdim=True)
+    )
+
+    with pytest.raises(MammoDataError, match="efficientnet_b0.pth"):  # B0 file, B1 network: blocks missing
+        build_zoo_classifier("efficientnet-b1", weights=path)
+
+
+def test_vgg16_resnet50_densenet121_into_zoo(resnet50_file: tuple[Path, State], tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    vgg_sd = torchvision_vgg16()
+    vgg: Any = build_zoo_classifier("vgg16", weights=_save(vgg_sd, tmp_path / "vgg16.pth"))
+    for key, tensor in vgg_sd.items():
+        if key.startswith("features."):
+            assert torch.equal(vgg.state_dict()[f"trunk.{key}"], tensor), key
+    assert vgg.head.fc.weight.shape == (4096, 512)  # the head is new, not torchvision's classifier
+
+    path, res_sd = resnet50_file
+    resnet: Any = build_zoo_classifier("resnet50", head="linear", imagenet_norm=True, weights=path)
+    for key, tensor in res_sd.items():
+        if not key.startswith("fc."):
+            assert torch.equal(resnet.state_dict()[f"trunk.{key}"], tensor), key
+
+    dense_sd = torchvision_densenet121()
+    dense: Any = build_zoo_classifier(
+        "densenet121", grey_to_rgb=False, weights=_save(dense_sd, tmp_path / "densenet121.pth")
+    )
+    target = dense.state_dict()
+    for key, tensor in dense_sd.items():
+        if key.startswith("classifier."):
+            continue
+        mapped = "trunk." + re.sub(r"(denselayer\d+)\.(norm|conv)(\d)\.", r"\1.layers.\2\3.", key)
+        if key == "features.conv0.weight":  # grey model: the RGB filters summed
+            torch.testing.assert_close(target[mapped], tensor.sum(dim=1, keepdim=True))
+        else:
+            assert torch.equal(target[mapped], tensor), key

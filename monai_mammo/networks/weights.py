@@ -13,6 +13,18 @@ and mapped onto our networks:
 * ``densenet121/169/201``: ``features.denseblock1.denselayer1.norm1.weight`` (and the older
   ``...denselayer1.norm.1.weight``) become MONAI's
   ``features.denseblock1.denselayer1.layers.norm1.weight``; the rest is unchanged.
+* ``efficientnet_b0/b1/b2`` (also spelled ``efficientnet-b0``): torchvision's
+  ``features.0.{0,1}`` (stem convolution, batch norm) become MONAI ``EfficientNetBN``'s
+  ``_conv_stem`` / ``_bn0``; the last ``features.<n>.{0,1}`` (1 x 1 head convolution) become
+  ``_conv_head`` / ``_bn1``; MBConv block ``features.<s>.<i>.block.<j>`` becomes
+  ``_blocks.<s - 1>.<k>`` with ``k`` the block's position counted over all stages, its parts
+  ``[expand,] depthwise, squeeze-excitation, project`` becoming ``_expand_conv`` + ``_bn0``,
+  ``_depthwise_conv`` + ``_bn1``, ``_se_reduce`` / ``_se_expand`` (``fc1`` / ``fc2``) and
+  ``_project_conv`` + ``_bn2`` (blocks without expansion have three parts); ``classifier.1``
+  is MONAI's ``_fc``. The tensors fit one to one, but the networks differ slightly in
+  arithmetic: MONAI pads stride-2 convolutions TensorFlow-style (asymmetrically) where
+  torchvision pads symmetrically, and its batch norms use ``eps=1e-3`` (torchvision B0–B2:
+  ``1e-5``), so outputs are close to, not equal to, torchvision's.
 
 The target may be the bare network or any model containing it (a
 :class:`~monai_mammo.networks.patch_classifier.PatchClassifier` keeps it under ``trunk.``):
@@ -32,7 +44,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,10 +61,30 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _DENSE_LAYER = re.compile(r"^(features\.denseblock\d+\.denselayer\d+)\.(norm|relu|conv)\.?(\d)\.(.+)$")
+_EFFNET_STAGE = re.compile(r"^features\.(\d+)\.(.+)$")
+_EFFNET_BLOCK = re.compile(r"^features\.(\d+)\.(\d+)\.block\.(\d+)\.(.+)$")
+_EFFNET_CONV_BN = re.compile(r"^([01])\.(.+)$")
+# MBConv parts in torchvision order -> MONAI (convolution, batch norm) names; "se" = squeeze-excitation
+_EFFNET_PARTS = {
+    True: ("expand", "depthwise", "se", "project"),
+    False: ("depthwise", "se", "project"),
+}
+_EFFNET_NAMES = {
+    "expand": ("_expand_conv", "_bn0"),
+    "depthwise": ("_depthwise_conv", "_bn1"),
+    "project": ("_project_conv", "_bn2"),
+}
+_EFFNET_SE = {"fc1": "_se_reduce", "fc2": "_se_expand"}
+
+_KeyMap = Callable[[str], str]
 
 
 def _identity(key: str) -> str:
     return key
+
+
+def _identity_map(keys: Collection[str]) -> _KeyMap:
+    return _identity
 
 
 def _densenet_key(key: str) -> str:
@@ -63,16 +95,77 @@ def _densenet_key(key: str) -> str:
     return f"{layer}.layers.{kind}{index}.{rest}"
 
 
-# family -> (first convolution key, head key prefix in the file, head key prefix in the model, key map)
-_FAMILIES: dict[str, tuple[str, str, str, Callable[[str], str]]] = {
-    "resnet": ("conv1.weight", "fc.", "fc.", _identity),
-    "vgg": ("features.0.weight", "classifier.", "classifier.", _identity),
-    "densenet": ("features.conv0.weight", "classifier.", "class_layers.out.", _densenet_key),
+def _densenet_map(keys: Collection[str]) -> _KeyMap:
+    return _densenet_key
+
+
+def _conv_bn_key(rest: str, conv: str, bn: str) -> str | None:
+    # torchvision's Conv2dNormActivation: "0.*" = the convolution, "1.*" = the batch norm
+    match = _EFFNET_CONV_BN.match(rest)
+    if match is None:
+        return None
+    return f"{conv if match.group(1) == '0' else bn}.{match.group(2)}"
+
+
+def _efficientnet_map(keys: Collection[str]) -> _KeyMap:
+    """torchvision ``efficientnet_b*`` keys -> MONAI ``EfficientNetBN`` keys (unknown keys unchanged).
+
+    The block numbering over all stages and which blocks have an expansion convolution are
+    read from the file's keys (a block with an expansion has four parts, ``block.0`` to ``block.3``).
+    """
+    stages = [int(m.group(1)) for k in keys if (m := _EFFNET_STAGE.match(k))]
+    last = max(stages, default=0)
+    blocks: set[tuple[int, int]] = set()
+    expanded: set[tuple[int, int]] = set()
+    for key in keys:
+        if m := _EFFNET_BLOCK.match(key):
+            block = (int(m.group(1)), int(m.group(2)))
+            blocks.add(block)
+            if m.group(3) == "3":
+                expanded.add(block)
+    flat = {block: k for k, block in enumerate(sorted(blocks))}
+
+    def block_key(stage: int, index: int, part: int, rest: str) -> str | None:
+        parts = _EFFNET_PARTS[(stage, index) in expanded]
+        if part >= len(parts):
+            return None
+        prefix = f"_blocks.{stage - 1}.{flat[(stage, index)]}."
+        if parts[part] == "se":
+            fc, _, tail = rest.partition(".")
+            return prefix + f"{_EFFNET_SE[fc]}.{tail}" if fc in _EFFNET_SE and tail else None
+        mapped = _conv_bn_key(rest, *_EFFNET_NAMES[parts[part]])
+        return None if mapped is None else prefix + mapped
+
+    def key_map(key: str) -> str:
+        mapped: str | None = None
+        if m := _EFFNET_BLOCK.match(key):
+            stage, index, part, rest = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
+            if 0 < stage < last:
+                mapped = block_key(stage, index, part, rest)
+        elif m := _EFFNET_STAGE.match(key):
+            stage, rest = int(m.group(1)), m.group(2)
+            if stage == 0:
+                mapped = _conv_bn_key(rest, "_conv_stem", "_bn0")
+            elif stage == last:
+                mapped = _conv_bn_key(rest, "_conv_head", "_bn1")
+        return key if mapped is None else mapped
+
+    return key_map
+
+
+# family -> (first convolution key in the model, head key prefix in the file, head key prefix
+# in the model, key map factory: the file's keys -> key map)
+_FAMILIES: dict[str, tuple[str, str, str, Callable[[Collection[str]], _KeyMap]]] = {
+    "resnet": ("conv1.weight", "fc.", "fc.", _identity_map),
+    "vgg": ("features.0.weight", "classifier.", "classifier.", _identity_map),
+    "densenet": ("features.conv0.weight", "classifier.", "class_layers.out.", _densenet_map),
+    "efficientnet": ("_conv_stem.weight", "classifier.1.", "_fc.", _efficientnet_map),
 }
 _ARCHS = {
     **{f"resnet{d}": "resnet" for d in (18, 34, 50, 101, 152)},
     **{f"vgg{d}{bn}": "vgg" for d in (11, 13, 16, 19) for bn in ("", "_bn")},
     **{f"densenet{d}": "densenet" for d in (121, 169, 201)},
+    **{f"efficientnet_b{v}": "efficientnet" for v in (0, 1, 2)},
 }
 
 
@@ -148,17 +241,20 @@ def load_torchvision_state_dict(
     Nothing is copied unless every check passes.
 
     Args:
-        model: a network of ``arch`` (MONAI ResNet / DenseNet, our VGG) or a model containing
-            one (e.g. a ``PatchClassifier``, a ``WholeImageClassifier``).
+        model: a network of ``arch`` (MONAI ResNet / DenseNet / EfficientNetBN, our VGG) or a
+            model containing one (e.g. a ``PatchClassifier``, a ``WholeImageClassifier``, a
+            ``ZooClassifier``).
         path: the local ``.pth`` / ``.pt`` file (a state dict, optionally under ``"state_dict"``,
             optionally with DataParallel's ``module.`` prefix).
-        arch: ``resnet18|34|50|101|152``, ``vgg11|13|16|19`` (``_bn``), ``densenet121|169|201``.
+        arch: ``resnet18|34|50|101|152``, ``vgg11|13|16|19`` (``_bn``), ``densenet121|169|201``,
+            ``efficientnet_b0|b1|b2`` (``-`` and ``_`` are interchangeable).
         strict_trunk: raise when a network (non-head) key is missing, has no target in the
             model, or has another shape; otherwise such keys are only reported.
             ``num_batches_tracked`` may always be missing (old files lack it).
         skip_head: do not load the classification layer (``fc.*`` / ``classifier.*``); when
             False it is loaded where the model has a same-shaped counterpart (MONAI's ``fc``,
-            DenseNet's ``class_layers.out``) and reported otherwise, never raised.
+            DenseNet's ``class_layers.out``, EfficientNet's ``_fc``) and reported otherwise,
+            never raised.
         sum_rgb_to_grey: when the model's first convolution takes 1 channel and the file's 3,
             load the sum over the input channels (the response to a grey image copied to RGB).
 
@@ -176,11 +272,12 @@ def load_torchvision_state_dict(
         >>> report = load_torchvision_state_dict(vgg16(), "vgg16.pth", arch="vgg16")  # doctest: +SKIP
     """
     source = Path(path)
-    family = _ARCHS.get(arch.lower())
+    family = _ARCHS.get(arch.lower().replace("-", "_"))
     if family is None:
         raise MammoConfigError(f"unknown arch {arch!r}; expected one of {sorted(_ARCHS)}", source=source)
-    anchor, file_head, model_head, map_key = _FAMILIES[family]
+    anchor, file_head, model_head, key_map_factory = _FAMILIES[family]
     state = _read_state_dict(source)
+    map_key = key_map_factory(list(state))
     report = WeightImportReport(source=str(source), arch=arch)
 
     trunk_keys = {key: map_key(key) for key in state if not key.startswith(file_head)}
