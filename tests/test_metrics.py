@@ -18,6 +18,7 @@ from monai_mammo.metrics import (
     threshold_for_sensitivity,
     youden_threshold,
 )
+from monai_mammo.metrics.classification import accuracy, binary_metrics, f1_score
 
 
 def test_roc_auc_known_values():
@@ -83,3 +84,40 @@ def test_bad_inputs_raise_project_errors():
         roc_auc([0, 2], [0.1, 0.2])
     with pytest.raises(MammoConfigError, match="NaN"):
         roc_auc([0, 1], [0.1, float("nan")])
+
+
+def test_accuracy_and_f1_hand_checked():
+    y = [0, 1, 1, 0, 1]
+    s = [0.2, 0.7, 0.4, 0.6, 0.5]  # calls at 0.5: 0 1 0 1 1 -> TP 2, FP 1, TN 1, FN 1
+    assert accuracy(y, s) == pytest.approx(3 / 5)
+    assert f1_score(y, s) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert accuracy(y, [0, 1, 0, 1, 1]) == accuracy(y, s)  # hard predictions work unchanged
+    assert accuracy(y, s, threshold=0.65) == pytest.approx(3 / 5)  # calls 0 1 0 0 0
+    assert f1_score(y, s, threshold=0.65) == pytest.approx(2 / (2 + 0 + 2))
+    assert np.isnan(f1_score([0, 0], [0.1, 0.2]))  # no positive case, none predicted
+
+
+def test_binary_metrics_report():
+    y = [0, 0, 0, 1, 1]
+    s = [0.1, 0.6, 0.3, 0.7, 0.4]
+    report = binary_metrics(y, s)
+    assert {k: report[k] for k in ("tp", "fp", "tn", "fn")} == {"tp": 1.0, "fp": 1.0, "tn": 2.0, "fn": 1.0}
+    assert report["accuracy"] == pytest.approx(3 / 5)
+    assert report["sensitivity"] == 0.5 and report["specificity"] == pytest.approx(2 / 3)
+    assert report["f1"] == pytest.approx(2 / (2 + 1 + 1))
+    assert report["auc"] == pytest.approx(roc_auc(y, s)) == pytest.approx(5 / 6)
+    # Falconi et al.'s eq. (13) "AUC" = (1 + TPR - FPR) / 2 is the balanced accuracy
+    assert report["balanced_accuracy"] == pytest.approx((1 + 0.5 - 1 / 3) / 2)
+    one_class = binary_metrics([1, 1], [0.7, 0.2])
+    assert one_class["accuracy"] == 0.5 and np.isnan(one_class["auc"]) and np.isnan(one_class["specificity"])
+
+
+def test_new_metrics_reject_bad_input():
+    with pytest.raises(MammoConfigError, match="empty"):
+        accuracy([], [])
+    with pytest.raises(MammoConfigError, match="0 or 1"):
+        binary_metrics([0, 0.5], [0.1, 0.2])  # fractional labels are not truncated to 0
+    with pytest.raises(MammoConfigError, match="threshold"):
+        f1_score([0, 1], [0.1, 0.2], threshold=float("nan"))
+    with pytest.raises(MammoConfigError, match="length"):
+        binary_metrics([0, 1, 1], [0.1, 0.2])

@@ -27,6 +27,9 @@ __all__ = [
     "binary_confusion_matrix",
     "overfitting_ratio",
     "is_overfit",
+    "accuracy",
+    "f1_score",
+    "binary_metrics",
 ]
 
 
@@ -41,15 +44,15 @@ class ConfidenceInterval:
 
 
 def _binary_inputs(y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.ndarray):
-    y = np.asarray(y_true, dtype=np.int64).ravel()
+    labels = np.asarray(y_true, dtype=np.float64).ravel()
     s = np.asarray(y_score, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise MammoConfigError(f"labels and scores differ in length: {y.shape[0]} vs {s.shape[0]}")
-    if not np.isin(y, (0, 1)).all():
+    if labels.shape != s.shape:
+        raise MammoConfigError(f"labels and scores differ in length: {labels.shape[0]} vs {s.shape[0]}")
+    if not np.isin(labels, (0, 1)).all():
         raise MammoConfigError("labels must be 0 or 1")
     if not np.isfinite(s).all():
         raise MammoConfigError("scores contain NaN or inf")
-    return y, s
+    return labels.astype(np.int64), s
 
 
 def roc_auc(y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.ndarray) -> float:
@@ -70,7 +73,7 @@ def roc_auc(y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.
         roc_auc([0, 1, 1], [0.2, 0.7, 0.9])  # 1.0
     """
     y, s = _binary_inputs(y_true, y_score)
-    if y.min(initial=0) == y.max(initial=0):
+    if np.unique(y).size < 2:  # one class (or none): the AUC is undefined
         return float("nan")
     return float(roc_auc_score(y, s))
 
@@ -209,3 +212,114 @@ def overfitting_ratio(train_accuracy: float, valid_accuracy: float) -> float:
 def is_overfit(train_accuracy: float, test_accuracy: float, max_gap: float = 0.10) -> bool:
     """The paper's rejection rule: train and test accuracy differ by more than ``max_gap`` (10%)."""
     return abs(train_accuracy - test_accuracy) > max_gap
+
+
+def _confusion_counts(
+    y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.ndarray, threshold: float
+) -> tuple[int, int, int, int]:
+    """(TP, FP, TN, FN) with ``score >= threshold`` called positive; refuses empty input."""
+    if not np.isfinite(threshold):
+        raise MammoConfigError(f"threshold must be finite, got {threshold}")
+    y, s = _binary_inputs(y_true, y_score)
+    if y.size == 0:
+        raise MammoConfigError("no sample to score: labels and scores are empty")
+    (tn, fp), (fn, tp) = binary_confusion_matrix(y, s, threshold).tolist()
+    return tp, fp, tn, fn
+
+
+def accuracy(
+    y_true: Sequence[float] | np.ndarray,
+    y_pred_or_score: Sequence[float] | np.ndarray,
+    threshold: float = 0.5,
+) -> float:
+    """Fraction of correct calls, ``(TP + TN) / N``, when ``score >= threshold`` is called positive.
+
+    Hard 0/1 predictions work unchanged (0 < 0.5 <= 1).
+
+    Args:
+        y_true: binary labels.
+        y_pred_or_score: 0/1 predictions or scores (probability of the positive class).
+        threshold: decision threshold on the scores.
+
+    Returns:
+        The accuracy in [0, 1].
+
+    Raises:
+        MammoConfigError: empty input, mismatched lengths, non-binary labels, non-finite scores or threshold.
+
+    Example::
+
+        accuracy([0, 1, 1, 0], [0.2, 0.7, 0.4, 0.6])  # 0.5
+    """
+    tp, fp, tn, fn = _confusion_counts(y_true, y_pred_or_score, threshold)
+    return float((tp + tn) / (tp + fp + tn + fn))
+
+
+def f1_score(
+    y_true: Sequence[float] | np.ndarray,
+    y_pred_or_score: Sequence[float] | np.ndarray,
+    threshold: float = 0.5,
+) -> float:
+    """F1 score of the positive class, ``2 TP / (2 TP + FP + FN)`` (Falconi et al., eq. 12).
+
+    Args:
+        y_true: binary labels.
+        y_pred_or_score: 0/1 predictions or scores.
+        threshold: decision threshold on the scores.
+
+    Returns:
+        The F1 score; NaN when there is no positive case and none is predicted (0 / 0).
+
+    Raises:
+        MammoConfigError: empty input, mismatched lengths, non-binary labels, non-finite scores or threshold.
+
+    Example::
+
+        f1_score([0, 1, 1, 0], [0.2, 0.7, 0.4, 0.6])  # 2 / (2 + 1 + 1) = 0.5
+    """
+    tp, fp, _, fn = _confusion_counts(y_true, y_pred_or_score, threshold)
+    denominator = 2 * tp + fp + fn
+    return float(2 * tp / denominator) if denominator else float("nan")
+
+
+def binary_metrics(
+    y_true: Sequence[float] | np.ndarray, y_score: Sequence[float] | np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
+    """The per-epoch / per-model report of the ROI papers in one call.
+
+    ``auc`` is the ROC AUC over all thresholds. Falconi et al.'s eq. (13),
+    ``(1 + TPR - FPR) / 2``, is the single-threshold AUC, i.e. the balanced accuracy: it is
+    reported as ``balanced_accuracy`` (their tables' "AUC" is this value).
+
+    Args:
+        y_true: binary labels (1 = positive, e.g. malignant).
+        y_score: scores (probability of the positive class).
+        threshold: ``score >= threshold`` is called positive.
+
+    Returns:
+        ``{"accuracy", "auc", "f1", "sensitivity", "specificity", "balanced_accuracy",
+        "tp", "fp", "tn", "fn"}`` as floats (counts are whole numbers). ``auc`` is NaN when one
+        class is absent; sensitivity (specificity, F1) NaN without positive (negative) cases.
+
+    Raises:
+        MammoConfigError: empty input, mismatched lengths, non-binary labels, non-finite scores or threshold.
+
+    Example::
+
+        binary_metrics([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.8])["accuracy"]  # 0.5
+    """
+    tp, fp, tn, fn = _confusion_counts(y_true, y_score, threshold)
+    sensitivity = tp / (tp + fn) if tp + fn else float("nan")
+    specificity = tn / (tn + fp) if tn + fp else float("nan")
+    return {
+        "accuracy": accuracy(y_true, y_score, threshold),
+        "auc": roc_auc(y_true, y_score),
+        "f1": f1_score(y_true, y_score, threshold),
+        "sensitivity": float(sensitivity),
+        "specificity": float(specificity),
+        "balanced_accuracy": float((sensitivity + specificity) / 2),
+        "tp": float(tp),
+        "fp": float(fp),
+        "tn": float(tn),
+        "fn": float(fn),
+    }
