@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from monai_mammo.engines.comparison import (
+    KEY_METRICS,
+    RunSummary,
+    format_table,
+    latest_runs,
+)
 from monai_mammo.engines.evaluation import (
     FLIPS,
     classification_report,
@@ -11,6 +17,14 @@ from monai_mammo.engines.evaluation import (
     save_confusion_matrix,
     save_predictions_csv,
     save_roc_plot,
+)
+from monai_mammo.engines.gradcam import (
+    TARGET_CANDIDATES,
+    default_target_layer,
+    gradcam_maps,
+    overlay_cam,
+    save_gradcam_overlays,
+    select_for_gradcam,
 )
 from monai_mammo.engines.handlers import (
     EarlyStopOnMetric,
@@ -23,6 +37,25 @@ from monai_mammo.engines.handlers import (
 from monai_mammo.engines.patches import (
     PatchDataset,
     extract_patch_dataset,
+)
+from monai_mammo.engines.roi_training import (
+    LOGGED_METRICS,
+    OPTIMIZERS,
+    VAL_METRICS,
+    BestCheckpoint,
+    BinaryScoreMetrics,
+    EpochCheckpoint,
+    EpochStatistics,
+    FitResult,
+    WeightedBCEWithLogits,
+    balanced_binary_weights,
+    fit_classifier,
+    make_binary_evaluator,
+    make_optimizer,
+    positive_probability,
+    predict_binary,
+    resolve_class_weights,
+    transfer_then_finetune,
 )
 from monai_mammo.engines.staged import (
     Stage,
@@ -62,6 +95,33 @@ from monai_mammo.engines.workflow import (
 )
 
 __all__ = [
+    "LOGGED_METRICS",
+    "OPTIMIZERS",
+    "VAL_METRICS",
+    "BestCheckpoint",
+    "BinaryScoreMetrics",
+    "EpochCheckpoint",
+    "EpochStatistics",
+    "FitResult",
+    "WeightedBCEWithLogits",
+    "balanced_binary_weights",
+    "fit_classifier",
+    "make_binary_evaluator",
+    "make_optimizer",
+    "positive_probability",
+    "predict_binary",
+    "resolve_class_weights",
+    "transfer_then_finetune",
+    "TARGET_CANDIDATES",
+    "default_target_layer",
+    "gradcam_maps",
+    "overlay_cam",
+    "save_gradcam_overlays",
+    "select_for_gradcam",
+    "KEY_METRICS",
+    "RunSummary",
+    "format_table",
+    "latest_runs",
     "Stage",
     "StagedFineTuning",
     "one_cycle_lr",

@@ -2,10 +2,13 @@
 
 from monai_mammo.metrics.classification import (
     ConfidenceInterval,
+    accuracy,
     augmented_auc,
     binary_confusion_matrix,
+    binary_metrics,
     bootstrap_ci,
     ensemble_scores,
+    f1_score,
     is_overfit,
     overfitting_ratio,
     roc_auc,
@@ -15,6 +18,9 @@ from monai_mammo.metrics.classification import (
 )
 
 __all__ = [
+    "accuracy",
+    "binary_metrics",
+    "f1_score",
     "ConfidenceInterval",
     "augmented_auc",
     "binary_confusion_matrix",
