@@ -1,5 +1,15 @@
 """Metrics as pure functions: AUC variants, bootstrap CIs, operating points, overfitting ratio."""
 
+from monai_mammo.metrics.breast import (
+    BREAST_TARGETS,
+    BREAST_TASKS,
+    breast_metrics,
+    breast_scores,
+    flatten_intervals,
+    hybrid_scores,
+    per_target_auc,
+    pr_auc,
+)
 from monai_mammo.metrics.classification import (
     ConfidenceInterval,
     accuracy,
@@ -18,6 +28,14 @@ from monai_mammo.metrics.classification import (
 )
 
 __all__ = [
+    "BREAST_TARGETS",
+    "BREAST_TASKS",
+    "breast_metrics",
+    "breast_scores",
+    "flatten_intervals",
+    "hybrid_scores",
+    "per_target_auc",
+    "pr_auc",
     "accuracy",
     "binary_metrics",
     "f1_score",
