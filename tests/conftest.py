@@ -24,3 +24,13 @@ def nyu_sample_dir() -> Path:
     if not (folder / "reference.json").is_file():
         pytest.skip(f"real NYU sample data not found at {folder} (it ships beside the repository in CI)")
     return folder
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist every worker gets one torch thread: workers x threads = cores, no spin-waiting."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
