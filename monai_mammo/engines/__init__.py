@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from monai_mammo.engines.calc_patches import calc_patch_transform, extract_calc_patches, load_patch
 from monai_mammo.engines.comparison import (
     KEY_METRICS,
     RunSummary,
     format_table,
     latest_runs,
 )
+from monai_mammo.engines.crossdb import CrossDbResult, cross_database_study
 from monai_mammo.engines.evaluation import (
     FLIPS,
     classification_report,
@@ -115,6 +117,11 @@ from monai_mammo.engines.workflow import (
 )
 
 __all__ = [
+    "calc_patch_transform",
+    "extract_calc_patches",
+    "load_patch",
+    "CrossDbResult",
+    "cross_database_study",
     "EXAM_ID_KEY",
     "HEATMAPS_KEY",
     "LABEL_KEY",

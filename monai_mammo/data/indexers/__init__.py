@@ -24,6 +24,7 @@ from monai_mammo.exceptions import MammoConfigError
 __all__ = ["INDEXERS", "get_indexer", "index_dataset", "IndexResult", "IndexSummary", "OnError", "SkipRecord"]
 
 INDEXERS: dict[str, str] = {
+    "bbox-csv": "monai_mammo.data.indexers.bbox_csv:index_bbox_csv",
     "cbis-ddsm": "monai_mammo.data.indexers.cbis_ddsm:index_cbis_ddsm",
     "inbreast": "monai_mammo.data.indexers.inbreast:index_inbreast",
     "nyu": "monai_mammo.data.indexers.nyu:index_nyu",
@@ -35,7 +36,8 @@ def get_indexer(fmt: str) -> Callable[..., IndexResult]:
     """The indexer function of a dataset format (imported on first use).
 
     Args:
-        fmt: a key of :data:`INDEXERS` (``"cbis-ddsm"``, ``"inbreast"``, ``"nyu"``, ``"vindr"``).
+        fmt: a key of :data:`INDEXERS` (``"bbox-csv"``, ``"cbis-ddsm"``, ``"inbreast"``, ``"nyu"``,
+            ``"vindr"``).
 
     Returns:
         The ``index_<name>`` function.

@@ -25,6 +25,7 @@ from monai_mammo.exceptions import MammoConfigError
 __all__ = ["WRITERS", "get_writer", "write_dataset"]
 
 WRITERS: dict[str, str] = {
+    "bbox-csv": "monai_mammo.data.synthetic.writers.bbox_csv:write_bbox_csv",
     "cbis-ddsm": "monai_mammo.data.synthetic.writers.cbis_ddsm:write_cbis_ddsm",
     "inbreast": "monai_mammo.data.synthetic.writers.inbreast:write_inbreast",
     "nyu": "monai_mammo.data.synthetic.writers.nyu:write_nyu",
@@ -36,7 +37,8 @@ def get_writer(fmt: str) -> Callable[..., Path]:
     """The writer function of a dataset format (imported on first use).
 
     Args:
-        fmt: a key of :data:`WRITERS` (``"cbis-ddsm"``, ``"inbreast"``, ``"nyu"``, ``"vindr"``).
+        fmt: a key of :data:`WRITERS` (``"bbox-csv"``, ``"cbis-ddsm"``, ``"inbreast"``, ``"nyu"``,
+            ``"vindr"``).
 
     Returns:
         The ``write_<name>`` function.
