@@ -185,3 +185,88 @@ def test_deterministic(tmp_path: Path) -> None:
     b = write_nyu(tmp_path / "b", n_exams=1, seed=2, image_shape=(128, 96))
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert len(files) == 5 and all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def test_findings_and_birads_round_trip(dataset: Path) -> None:
+    exams = nyu_exams(N_EXAMS, 4, SHAPE)
+    result = index_nyu(dataset)
+    assert result.summary.findings == sum(len(i["findings"]) for i in result.items) > 0
+    for item in result.items:
+        record = exams[item["exam_index"]]
+        truth = record.images[Path(item["image"]).stem].findings
+        assert item["birads"] == record.exam["birads"]
+        assert len(item["findings"]) == len(truth)
+        for index, (finding, drawn) in enumerate(zip(item["findings"], truth)):
+            assert Path(finding["mask"]).is_absolute()
+            assert finding["mask"] == str(dataset / "masks" / f"{Path(item['image']).stem}_{index}.png")
+            mask = cv2.imread(finding["mask"], cv2.IMREAD_UNCHANGED)
+            np.testing.assert_array_equal(mask > 0, drawn.mask)
+            assert finding["type"] == drawn.type and finding["pathology"] == drawn.pathology
+            assert (
+                finding["label"] == int(drawn.pathology == "MALIGNANT") and finding["abnormality_id"] == index
+            )
+            assert finding["class_id"] == {("mass", 1): 4, ("mass", 0): 3, ("calcification", 1): 2}.get(
+                (drawn.type, finding["label"]), 1
+            )
+            assert finding["bbox"] == list(drawn.bbox)
+        # a breast's findings agree with its cancer label
+        assert item["malignant"] == int(any(f["label"] == 1 for f in item["findings"]))
+        assert item["benign"] == int(any(f["label"] == 0 for f in item["findings"]))
+    # status cycle: normal, L malignant, R benign, L benign + R malignant
+    assert [e.exam["birads"] for e in exams] == [1, 0, 2, 0]
+    assert [g["birads"] for g in group_exams(result.items)] == [1, 0, 2, 0]
+
+
+def test_missing_mask_and_old_lists(tmp_path: Path) -> None:
+    root = write_nyu(tmp_path / "d", n_exams=2, seed=3, image_shape=(128, 96), broken=("missing_mask",))
+    result = index_nyu(root)
+    assert result.summary.skip_counts() == {"missing_mask": 1} and len(result.items) == 8
+    skipped = result.summary.skipped[0]
+    assert "exam_list.pkl[exam 1] L-CC '1_L_CC'" in skipped.source and "1_L_CC_0.png" in skipped.message
+    assert [len(i["findings"]) for i in result.items if i["exam_index"] == 1] == [0, 0, 1, 0]
+    with pytest.raises(MammoDataError, match="mask 'masks/1_L_CC_0.png' not found"):
+        index_nyu(root, on_error="raise")
+    assert sum(len(i["findings"]) for i in index_nyu(root, check_files=False).items) == 2
+    # an exam list without our extension keys stays valid
+    (tmp_path / "old.pkl").write_bytes(pickle.dumps([BASE]))
+    old = index_nyu(tmp_path, exam_list="old.pkl", check_files=False)
+    assert old.summary.skipped == [] and all(i["birads"] is None and i["findings"] == [] for i in old.items)
+    assert group_exams(old.items)[0]["birads"] is None
+
+
+FINDING = {"type": "mass", "pathology": "BENIGN", "mask": "m.png"}
+
+
+@pytest.mark.parametrize(
+    ("extension", "problem"),
+    [
+        ({"birads": 3}, "birads must be one of"),
+        ({"birads": True}, "birads must be one of"),
+        ({"findings": {"L-ML": [[]]}}, "findings must be a dict over the exam's views"),
+        ({"findings": {"L-CC": []}}, r"findings\['L-CC'\] must list one list"),
+        ({"findings": {"L-CC": [FINDING]}}, r"findings\['L-CC'\]\[0\] must be a list"),
+        ({"findings": {"L-CC": [[{**FINDING, "type": "cyst"}]]}}, r"\[0\]\[0\]: finding type"),
+        ({"findings": {"L-CC": [[{**FINDING, "pathology": "benign"}]]}}, "finding pathology"),
+        ({"findings": {"L-CC": [[{**FINDING, "mask": None}]]}}, "finding mask must be a file path"),
+        ({"findings": {"L-CC": [[{**FINDING, "bbox": [5, 1, 2, 9]}]]}}, "finding bbox"),
+        ({"findings": {"L-CC": [[{**FINDING, "score": 1}]]}}, "unknown finding keys"),
+    ],
+)
+def test_bad_extensions(tmp_path: Path, extension, problem: str) -> None:
+    good = {**BASE, "birads": np.int64(2), "findings": {"R-CC": [[{**FINDING, "bbox": (1, 2, 3, 4)}]]}}
+    (tmp_path / "list.pkl").write_bytes(pickle.dumps([good, {**BASE, **extension}]))
+    result = index_nyu(tmp_path, exam_list="list.pkl", check_files=False)
+    assert result.summary.skip_counts() == {"unexpected_content": 1} and len(result.items) == 4
+    finding = next(i for i in result.items if i["view_key"] == "R-CC")["findings"][0]
+    assert finding == {
+        "type": "mass",
+        "pathology": "BENIGN",
+        "label": 0,
+        "class_id": 3,
+        "mask": str(tmp_path / "m.png"),
+        "bbox": [1, 2, 3, 4],
+        "abnormality_id": 0,
+    }
+    assert {i["birads"] for i in result.items} == {2}
+    with pytest.raises(MammoDataError, match=rf"list.pkl\[exam 1\]: .*{problem}"):
+        index_nyu(tmp_path, exam_list="list.pkl", on_error="raise", check_files=False)

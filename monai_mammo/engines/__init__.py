@@ -36,6 +36,14 @@ from monai_mammo.engines.handlers import (
     resume_training,
     run_trainer,
 )
+from monai_mammo.engines.heatmaps import (
+    HEATMAP_CHANNELS,
+    StridedPatchSplitter,
+    generate_heatmaps,
+    heatmaps_batched,
+    heatmaps_loop,
+    patch_starts,
+)
 from monai_mammo.engines.multiview import (
     EXAM_ID_KEY,
     HEATMAPS_KEY,
@@ -117,6 +125,12 @@ from monai_mammo.engines.workflow import (
 )
 
 __all__ = [
+    "HEATMAP_CHANNELS",
+    "StridedPatchSplitter",
+    "generate_heatmaps",
+    "heatmaps_batched",
+    "heatmaps_loop",
+    "patch_starts",
     "calc_patch_transform",
     "extract_calc_patches",
     "load_patch",

@@ -150,8 +150,20 @@ from monai_mammo.transforms.roi import (
     SkipAwareCompose,
     mass_roi_pipeline,
 )
+from monai_mammo.transforms.tissue_patches import (
+    NYU_PATCH_CLASSES,
+    SampleTissuePatches,
+    SampleTissuePatchesD,
+    SampleTissuePatchesd,
+    SampleTissuePatchesDict,
+)
 
 __all__ = [
+    "NYU_PATCH_CLASSES",
+    "SampleTissuePatches",
+    "SampleTissuePatchesd",
+    "SampleTissuePatchesD",
+    "SampleTissuePatchesDict",
     "LoadMammogram",
     "LoadMammogramd",
     "LoadMammogramD",

@@ -6,6 +6,17 @@ convention (L breasts on the left edge pointing right, R breasts on the right ed
 ``<root>/exam_list.pkl`` (pickle protocol 4, builtin types only) lists the exams with a
 ``cancer_label`` each; every second exam also carries the per-view preprocessing metadata
 (approximate values from an Otsu breast mask, in NYU's format and orientation).
+
+Our extensions of NYU's exam format (read by :func:`~monai_mammo.data.indexers.nyu.index_nyu`):
+
+* ``"birads"``: the exam's screening BI-RADS class of Wu et al.'s pretraining task (0, 1 or 2),
+  derived from the drawn lesions: an exam with a malignant lesion -> 0 (incomplete: recalled
+  for further imaging), benign lesions only -> 2 (benign), no lesion -> 1 (negative).
+* ``"findings"``: ``{view key: [[finding, ...] per image of the view]}``; a finding is
+  ``{"type": "mass" | "calcification", "pathology": "MALIGNANT" | "BENIGN" |
+  "BENIGN_WITHOUT_CALLBACK", "mask": "masks/<image name>_<finding index>.png",
+  "bbox": [y0, x0, y1, x1]}`` (mask path relative to ``<root>``, half-open box in pixels).
+  The masks are 8-bit PNGs of the image's size (255 = lesion).
 """
 
 from __future__ import annotations
@@ -27,10 +38,11 @@ from monai_mammo.data.synthetic.phantom import random_findings, synthesize_mammo
 from monai_mammo.data.synthetic.types import FindingSpec, SyntheticMammogram
 from monai_mammo.exceptions import MammoConfigError, MammoDataError
 
-__all__ = ["write_nyu", "nyu_exams", "NyuExam", "NYU_BROKEN", "to_nyu_png_values"]
+__all__ = ["write_nyu", "nyu_exams", "NyuExam", "NYU_BROKEN", "to_nyu_png_values", "exam_birads"]
 
-NYU_BROKEN = ("unexpected_content", "missing_image")
-"""Broken-data options: an extra exam whose ``L-CC`` is a string, not a list; exam 0's L-CC PNG not written."""
+NYU_BROKEN = ("unexpected_content", "missing_image", "missing_mask")
+"""Broken-data options: an extra exam whose ``L-CC`` is a string, not a list; exam 0's L-CC PNG not
+written; the first lesion mask of the first image with a lesion not written."""
 
 # (left, right) breast status of consecutive exams: None, "benign" or "malignant".
 _STATUS_CYCLE = ((None, None), ("malignant", None), (None, "benign"), ("benign", "malignant"))
@@ -72,6 +84,47 @@ def _specs(rng: np.random.Generator, status: str | None) -> list[FindingSpec]:
     if status is None:
         return []
     return random_findings(rng, malignant_fraction=1.0 if status == "malignant" else 0.0, max_findings=1)
+
+
+def exam_birads(specs: Sequence[FindingSpec]) -> int:
+    """Screening BI-RADS class (Wu et al.'s 3 classes) of an exam from its lesions.
+
+    Args:
+        specs: every lesion of the exam (both breasts).
+
+    Returns:
+        0 (incomplete, recalled) with a malignant lesion, 2 (benign) with benign lesions only,
+        1 (negative) without lesions.
+
+    Example::
+
+        exam_birads([FindingSpec("mass", "BENIGN")])  # 2
+    """
+    if any(spec.pathology == "MALIGNANT" for spec in specs):
+        return 0
+    return 2 if specs else 1
+
+
+def _mask_path(name: str, index: int) -> str:
+    """Mask file of finding ``index`` of image ``name``, relative to the dataset root."""
+    return f"masks/{name}_{index}.png"
+
+
+def _findings(name: str, image: SyntheticMammogram) -> list[dict[str, Any]]:
+    """The exam-list findings of one image (type, pathology, mask path, bbox)."""
+    findings = []
+    for index, finding in enumerate(image.findings):
+        if not finding.mask.any():
+            raise MammoDataError(f"synthetic finding {index} has an empty mask", name)
+        findings.append(
+            {
+                "type": finding.type,
+                "pathology": finding.pathology,
+                "mask": _mask_path(name, index),
+                "bbox": list(finding.bbox),
+            }
+        )
+    return findings
 
 
 def _metadata(pixels: np.ndarray, side: str) -> dict[str, Any]:
@@ -126,6 +179,7 @@ def nyu_exams(n_exams: int = 6, seed: int = 0, image_shape: tuple[int, int] = (2
         exam: dict[str, Any] = {"horizontal_flip": "NO"}
         images = {}
         metadata: dict[str, dict[str, list[Any]]] = {}
+        findings: dict[str, list[list[dict[str, Any]]]] = {}
         for view_key in NYU_VIEWS:
             side, view = view_key.split("-")
             name = f"{index}_{side}_{view}"
@@ -142,6 +196,7 @@ def nyu_exams(n_exams: int = 6, seed: int = 0, image_shape: tuple[int, int] = (2
             image.bits_stored, image.window = 12, None
             exam[view_key] = [name]
             images[name] = image
+            findings[view_key] = [_findings(name, image)]
             if index % 2 == 1:
                 for key, value in _metadata(image.pixels, side).items():
                     metadata.setdefault(key, {})[view_key] = [value]
@@ -153,8 +208,16 @@ def nyu_exams(n_exams: int = 6, seed: int = 0, image_shape: tuple[int, int] = (2
             for side in "LR"
             for kind in ("benign", "malignant")
         }
+        exam["birads"] = exam_birads(specs["L"] + specs["R"])
+        exam["findings"] = findings
         exams.append(NyuExam(exam=exam, images=images))
     return exams
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    """Write a PNG or raise a :class:`MammoDataError` naming it."""
+    if not cv2.imwrite(str(path), pixels):
+        raise MammoDataError("cannot write PNG", path)
 
 
 def write_nyu(
@@ -165,7 +228,10 @@ def write_nyu(
     image_shape: tuple[int, int] = (256, 208),
     broken: Sequence[str] = (),
 ) -> Path:
-    """Write a synthetic NYU-style dataset: ``images/*.png`` and ``exam_list.pkl`` (deterministic per seed).
+    """Write a synthetic NYU-style dataset: ``images/*.png``, ``masks/*.png`` and ``exam_list.pkl``.
+
+    Deterministic per seed. One mask PNG per lesion (``masks/<image name>_<finding index>.png``),
+    referenced by the exam's ``"findings"``; the exam's ``"birads"`` follows :func:`exam_birads`.
 
     Args:
         root: destination folder (created).
@@ -173,8 +239,8 @@ def write_nyu(
         seed: seed of everything drawn.
         image_shape: (rows, columns) of every image.
         broken: damage to include: ``"unexpected_content"`` (an extra exam whose ``L-CC``
-            is a string instead of a list) and/or ``"missing_image"`` (exam 0's L-CC PNG is
-            not written).
+            is a string instead of a list), ``"missing_image"`` (exam 0's L-CC PNG is not
+            written) and/or ``"missing_mask"`` (the first lesion mask is not written).
 
     Returns:
         ``root``.
@@ -192,14 +258,21 @@ def write_nyu(
         raise MammoConfigError(f"unknown broken options {unknown}; expected some of {NYU_BROKEN}")
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
     exams = nyu_exams(n_exams, seed, image_shape)
+    masks = [
+        (_mask_path(name, index), finding.mask)
+        for record in exams
+        for name, image in record.images.items()
+        for index, finding in enumerate(image.findings)
+    ]
+    for path, mask in masks[1:] if "missing_mask" in broken else masks:
+        _write_png(root / path, mask.astype(np.uint8) * 255)
     for number, record in enumerate(exams):
         for name, image in record.images.items():
             if "missing_image" in broken and number == 0 and name.endswith("_L_CC"):
                 continue
-            path = root / "images" / f"{name}.png"
-            if not cv2.imwrite(str(path), to_nyu_png_values(image.pixels, image.bits_stored)):
-                raise MammoDataError("cannot write PNG", path)
+            _write_png(root / "images" / f"{name}.png", to_nyu_png_values(image.pixels, image.bits_stored))
     exam_list = [record.exam for record in exams]
     if "unexpected_content" in broken:
         extra = dict(exam_list[0])
