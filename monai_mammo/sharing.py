@@ -37,7 +37,15 @@ import torch
 
 from monai_mammo.exceptions import MammoConfigError, MammoDataError
 
-__all__ = ["CHECKSUM_FILE", "VerifyReport", "sha256_file", "pack_bundle", "verify_bundle", "dummy_inputs"]
+__all__ = [
+    "CHECKSUM_FILE",
+    "VerifyReport",
+    "sha256_file",
+    "pack_bundle",
+    "verify_bundle",
+    "dummy_inputs",
+    "config_code",
+]
 
 CHECKSUM_FILE = "checksums.sha256"
 _OPTIONAL_FILES = ("LICENSE", "large_files.yml", "large_files.yaml", "large_files.json")
@@ -219,12 +227,15 @@ class VerifyReport:
         files_checked: files whose checksum matched.
         errors: problems found (empty when the bundle is sound).
         output_shape: the forward pass's output shape (a dict per output for multi-output networks).
+        expressions: every ``$``-expression and ``_target_`` of the configs as ``(file, config
+            id, text)``: the code MONAI would run for this bundle, for review before running it.
     """
 
     name: str
     files_checked: int = 0
     errors: list[str] = field(default_factory=list)
     output_shape: Any = None
+    expressions: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -257,6 +268,45 @@ def _check_checksums(root: Path, report: VerifyReport) -> None:
             report.errors.append(f"{rel} does not match its checksum")
         else:
             report.files_checked += 1
+
+
+def config_code(config: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """The code a MONAI config runs: ``(id, text)`` of every ``$``-expression and ``_target_``.
+
+    Args:
+        config: a parsed JSON config (dicts, lists, scalars).
+        prefix: id of ``config`` (``""`` for the root); ids use MONAI's ``#`` separator.
+
+    Returns:
+        Pairs in document order.
+
+    Example:
+        >>> config_code({"a": "$print(1)", "b": {"_target_": "Dataset"}, "c": 1})
+        [('a', '$print(1)'), ('b#_target_', 'Dataset')]
+    """
+    found: list[tuple[str, str]] = []
+    items = (
+        config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    )
+    for key, value in items:
+        path = f"{prefix}#{key}" if prefix else str(key)
+        if isinstance(value, str) and (value.startswith("$") or key == "_target_"):
+            found.append((path, value))
+        elif isinstance(value, (dict, list)):
+            found.extend(config_code(value, path))
+    return found
+
+
+def _collect_code(root: Path, report: VerifyReport) -> None:
+    import json
+
+    for path in sorted((root / "configs").glob("*.json")):
+        try:
+            content = json.loads(path.read_text())
+        except ValueError as exc:
+            report.errors.append(f"configs/{path.name} is not valid JSON: {exc}")
+            continue
+        report.expressions.extend((f"configs/{path.name}", cid, text) for cid, text in config_code(content))
 
 
 def _check_forward(root: Path, report: VerifyReport) -> None:
@@ -317,6 +367,7 @@ def verify_bundle(path: str | os.PathLike, *, forward: bool = True) -> VerifyRep
             raise MammoDataError("not a bundle zip or folder", source)
         report = VerifyReport(name=root.name)
         _check_checksums(root, report)
+        _collect_code(root, report)
         if not (root / "configs" / "metadata.json").is_file():
             report.errors.append("configs/metadata.json is missing")
             return report

@@ -125,3 +125,14 @@ def test_cli_pack_and_verify(packed, tmp_path, capsys):
     )
     assert main(["bundle", "verify", str(tmp_path / "shen_end2end.zip")]) == 0
     assert capsys.readouterr().out.strip().endswith("OK")
+
+
+def test_verify_lists_the_code_the_configs_would_run(packed, capsys):
+    _, _, zip_path = packed
+    report = verify_bundle(zip_path, forward=False)
+    ids = {(file, cid) for file, cid, _ in report.expressions}
+    assert ("configs/inference.json", "network_def") in ids
+    assert any(text.startswith("$") for _, _, text in report.expressions)
+    assert main(["bundle", "verify", str(zip_path), "--no-forward", "--show-code"]) == 0
+    out = capsys.readouterr().out
+    assert "run only bundles you trust" in out and "configs/inference.json:network_def: $" in out

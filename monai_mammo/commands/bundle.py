@@ -20,7 +20,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``pack BUNDLE --out DIR [--checkpoint F] [--name N] [--torchscript]`` and ``verify PATH [--no-forward]``."""
+    """``pack BUNDLE --out DIR [--checkpoint F] [--name N] [--torchscript]`` and ``verify PATH [--no-forward] [--show-code]``."""
     sub = parser.add_subparsers(dest="action", required=True)
     pack = sub.add_parser("pack", help="zip a bundle with one checkpoint, checksums and verified metadata")
     pack.add_argument("bundle", type=Path, help="the bundle folder, e.g. bundles/shen_end2end")
@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     verify.add_argument(
         "--no-forward", action="store_true", help="skip building the network (no config is evaluated)"
     )
+    verify.add_argument(
+        "--show-code", action="store_true", help="list every $-expression and _target_ the configs would run"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +54,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report = verify_bundle(args.path, forward=not args.no_forward)
     print(f"{report.name}: {report.files_checked} files match their checksums")
+    files = sorted({file for file, _, _ in report.expressions})
+    print(
+        f"the configs hold {len(report.expressions)} $-expressions / _target_ entries in {len(files)} files: "
+        "bundle configs are code, run only bundles you trust"
+        + ("" if args.show_code else " (--show-code lists them)")
+    )
+    if args.show_code:
+        for file, cid, text in report.expressions:
+            print(f"  {file}:{cid}: {text}")
     if report.output_shape is not None:
         print(f"forward pass output shape: {report.output_shape}")
     for error in report.errors:
