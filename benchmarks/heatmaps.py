@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", type=int, nargs=2, default=(2600, 1300), metavar=("H", "W"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument(
+        "--cpu-bf16", action="store_true", help="bfloat16 autocast for the batched path on the CPU (opt-in)"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "patches_per_image": n_patches,
         "device": str(device),
         "amp": args.amp,
+        "cpu_bf16": args.cpu_bf16,
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -100,10 +104,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warm = torch.zeros(args.batch_size, 3, PATCH, PATCH, device=device)
     with torch.inference_mode():  # warm-up: first-call kernel selection is not measured
         loop_net(warm[:1])
-        heatmaps_batched(batched_net, warm[0, 0], device=device, amp=args.amp, batch_size=args.batch_size)
+        heatmaps_batched(
+            batched_net,
+            warm[0, 0],
+            device=device,
+            amp=args.amp,
+            batch_size=args.batch_size,
+            cpu_bf16=args.cpu_bf16,
+        )
 
     batched_s, batched = _timed(
-        lambda: heatmaps_batched(batched_net, image, PATCH, STRIDE, args.batch_size, device, args.amp),
+        lambda: heatmaps_batched(
+            batched_net, image, PATCH, STRIDE, args.batch_size, device, args.amp, cpu_bf16=args.cpu_bf16
+        ),
         args.repeats,
         device,
     )

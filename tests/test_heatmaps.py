@@ -103,6 +103,14 @@ def test_loop_matches_batched_and_the_definition() -> None:
     np.testing.assert_allclose(loop[:, y, x], torch.stack(probs).mean(0)[[1, 0]].numpy(), atol=1e-6)
 
 
+def test_cpu_bf16_is_opt_in_and_close_to_float32() -> None:
+    image = torch.randn(100, 90, generator=torch.Generator().manual_seed(2))
+    net = TinyNet()
+    exact = heatmaps_batched(net, image, 64, 20)
+    fast = heatmaps_batched(net, image, 64, 20, cpu_bf16=True)
+    assert fast.dtype == np.float32 and 0 < np.abs(fast - exact).max() < 2e-2
+
+
 def test_short_axes_are_zero_padded() -> None:
     image = torch.randn(40, 90, generator=torch.Generator().manual_seed(2))
     net = TinyNet()

@@ -239,6 +239,15 @@ def heatmaps_loop(
     return (sums / counts)[:, :height, :width].numpy()
 
 
+def _autocast(device: torch.device, amp: bool, cpu_bf16: bool) -> Any:
+    """float16 autocast on CUDA with ``amp``, bfloat16 on the CPU with ``cpu_bf16``, else nothing."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    if cpu_bf16 and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def heatmaps_batched(
     network: nn.Module,
     image: NdarrayOrTensor,
@@ -249,6 +258,7 @@ def heatmaps_batched(
     amp: bool = True,
     in_channels: int = 3,
     channels_last: bool = True,
+    cpu_bf16: bool = False,
 ) -> np.ndarray:
     """Batched heatmaps with MONAI's ``PatchInferer`` (same maps as :func:`heatmaps_loop`).
 
@@ -266,6 +276,9 @@ def heatmaps_batched(
         in_channels: channels the grey patches are repeated to.
         channels_last: run the network on channels-last tensors (faster convolutions on CPU
             and recent GPUs).
+        cpu_bf16: bfloat16 autocast when ``device`` is the CPU (opt-in: about 3x faster on
+            CPUs with native bf16, e.g. AVX512-BF16/AMX; probabilities differ from float32 by
+            about 1e-3, so the float32 agreement with :func:`heatmaps_loop` no longer holds).
 
     Returns:
         float32 ``(2, H, W)`` [benign, malignant] mean patch probabilities.
@@ -302,8 +315,7 @@ def heatmaps_batched(
         count_dtype=torch.int32,
         device=device,
     )
-    autocast = torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else nullcontext()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), _autocast(device, amp, cpu_bf16):
         merged = inferer(plane[None, None], network)
     return merged[0].float().cpu().numpy()
 
@@ -345,6 +357,7 @@ def generate_heatmaps(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     amp: bool = True,
+    cpu_bf16: bool = False,
     image_key: str = "image",
     crop_kwargs: Mapping[str, Any] | None = None,
     manifest_name: str = "heatmaps.json",
@@ -368,6 +381,7 @@ def generate_heatmaps(
         batch_size: patches per forward pass.
         device: where the network runs.
         amp: float16 autocast on CUDA.
+        cpu_bf16: bfloat16 autocast on the CPU (opt-in, see :func:`heatmaps_batched`).
         image_key: the image path key.
         crop_kwargs: arguments of :class:`CropBreastd` (e.g. ``{"mode": "otsu"}`` for
             backgrounds that are not exactly zero; ``radius``/``buffer`` for small images).
@@ -408,6 +422,7 @@ def generate_heatmaps(
         "batch_size": batch_size,
         "device": device,
         "amp": amp,
+        "cpu_bf16": cpu_bf16,
     }
     written: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
