@@ -16,6 +16,7 @@ __all__ = [
     "MammoDependencyError",
     "MammoGeometryError",
     "MammoSkip",
+    "MammoTrainingError",
 ]
 
 
@@ -47,6 +48,10 @@ class MammoDependencyError(MammoError, ImportError):
 
 class MammoGeometryError(MammoDataError):
     """An image has no usable breast region or a geometry operation cannot apply to it."""
+
+
+class MammoTrainingError(MammoError, RuntimeError):
+    """Training cannot go on safely (e.g. a non-finite loss); the last checkpoint is intact."""
 
 
 class MammoSkip(MammoDataError):

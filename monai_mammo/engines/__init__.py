@@ -30,6 +30,7 @@ from monai_mammo.engines.gradcam import (
 )
 from monai_mammo.engines.handlers import (
     EarlyStopOnMetric,
+    NonFiniteLossGuard,
     ProgressLogger,
     TrainingCheckpoint,
     atomic_save,
@@ -188,6 +189,7 @@ __all__ = [
     "total_epochs",
     "TrainingCheckpoint",
     "EarlyStopOnMetric",
+    "NonFiniteLossGuard",
     "ProgressLogger",
     "atomic_save",
     "resume_training",

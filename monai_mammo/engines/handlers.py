@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from monai_mammo.exceptions import MammoConfigError, MammoDataError
+from monai_mammo.exceptions import MammoConfigError, MammoDataError, MammoTrainingError
 
 __all__ = [
     "TrainingCheckpoint",
     "EarlyStopOnMetric",
+    "NonFiniteLossGuard",
     "ProgressLogger",
     "atomic_save",
     "output_loss",
@@ -157,6 +158,82 @@ def resume_training(
         "resumed from %s at epoch %d%s", path, trainer.state.epoch, " (already complete)" if done else ""
     )
     return done
+
+
+class NonFiniteLossGuard:
+    """Never let a non-finite loss or gradient reach the optimizer.
+
+    Runs after the backward pass and before ``optimizer.step()`` of a MONAI
+    ``SupervisedTrainer`` (``IterationEvents.BACKWARD_COMPLETED``). With ``policy="stop"`` a
+    NaN/inf loss (or gradient) raises :class:`MammoTrainingError` naming the epoch and
+    iteration; the weights are untouched and the last epoch checkpoint stays as it was. With
+    ``policy="skip"`` the gradients are cleared so the step leaves the weights unchanged, the
+    batch is counted and logged, and training stops once ``max_skips`` batches were skipped.
+    Under AMP only the loss is checked (the grad scaler handles overflowing gradients).
+
+    Args:
+        policy: ``"stop"`` or ``"skip"``.
+        max_skips: skipped batches tolerated with ``policy="skip"`` before stopping.
+
+    Raises:
+        MammoConfigError: an unknown policy or negative ``max_skips``.
+
+    Example::
+
+        NonFiniteLossGuard("skip", max_skips=10).attach(trainer)
+    """
+
+    def __init__(self, policy: str = "stop", max_skips: int = 10) -> None:
+        if policy not in ("stop", "skip"):
+            raise MammoConfigError(f"policy must be 'stop' or 'skip', got {policy!r}")
+        if max_skips < 0:
+            raise MammoConfigError(f"max_skips must be >= 0, got {max_skips}")
+        self.policy = policy
+        self.max_skips = max_skips
+        self.skipped: list[tuple[int, int]] = []
+
+    def attach(self, engine: Engine) -> None:
+        from monai.engines.utils import IterationEvents
+
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    @staticmethod
+    def _finite_gradients(engine: Engine) -> bool:
+        grads = [
+            p.grad for group in engine.optimizer.param_groups for p in group["params"] if p.grad is not None
+        ]
+        return all(bool(torch.isfinite(g).all()) for g in grads)
+
+    def __call__(self, engine: Engine) -> None:
+        loss = output_loss(engine.state.output)
+        finite = loss is not None and np.isfinite(loss)
+        if finite and not getattr(engine, "amp", False):
+            finite = self._finite_gradients(engine)
+        if finite:
+            return
+        where = f"epoch {engine.state.epoch}, iteration {engine.state.iteration}"
+        optimizer: torch.optim.Optimizer = engine.optimizer  # type: ignore[attr-defined]
+        if self.policy == "stop" or len(self.skipped) >= self.max_skips:
+            optimizer.zero_grad(set_to_none=True)
+            limit = "" if self.policy == "stop" else f" after skipping {len(self.skipped)} batches"
+            raise MammoTrainingError(
+                f"non-finite loss or gradient ({loss}) at {where}{limit}; the weights were not updated. "
+                "Lower the learning rate, check the inputs for NaN/inf, or use policy='skip'"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        self.skipped.append((engine.state.epoch, engine.state.iteration))
+        logger.warning(
+            "non-finite loss or gradient (%s) at %s: batch skipped (%d so far)",
+            loss,
+            where,
+            len(self.skipped),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped": [list(s) for s in self.skipped]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.skipped = [tuple(s) for s in state.get("skipped", [])]  # type: ignore[misc]
 
 
 class EarlyStopOnMetric:
