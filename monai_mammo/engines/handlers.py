@@ -199,9 +199,8 @@ class NonFiniteLossGuard:
 
     @staticmethod
     def _finite_gradients(engine: Engine) -> bool:
-        grads = [
-            p.grad for group in engine.optimizer.param_groups for p in group["params"] if p.grad is not None
-        ]
+        optimizer: torch.optim.Optimizer = engine.optimizer  # type: ignore[attr-defined]
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         return all(bool(torch.isfinite(g).all()) for g in grads)
 
     def __call__(self, engine: Engine) -> None:
