@@ -9,6 +9,7 @@ from monai_mammo.exceptions import MammoConfigError
 from monai_mammo.metrics.breast import (
     BREAST_TARGETS,
     breast_metrics,
+    breast_report,
     breast_scores,
     flatten_intervals,
     hybrid_scores,
@@ -106,7 +107,18 @@ def test_breast_metrics_single_class_is_nan() -> None:
 
 def test_flatten_intervals() -> None:
     flat = flatten_intervals({"auc_malignant": ConfidenceInterval(0.8, 0.7, 0.9)})
-    assert flat == {"auc_malignant": 0.8, "auc_malignant_low": 0.7, "auc_malignant_high": 0.9}
+    assert flat == {"auc_malignant": 0.8, "auc_malignant_ci_low": 0.7, "auc_malignant_ci_high": 0.9}
+
+
+def test_breast_report_uses_the_shared_names() -> None:
+    labels = np.array([[0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 1, 0], [1, 1, 0, 0]])
+    probs = np.array([[0.2, 0.7, 0.9, 0.1], [0.6, 0.3, 0.2, 0.8], [0.1, 0.4, 0.6, 0.3], [0.9, 0.5, 0.4, 0.2]])
+    report = breast_report(probs, labels, n_bootstrap=50, seed=0)
+    assert report["test_auc"] == report["test_auc_malignant"] == pytest.approx(1.0)
+    assert report["test_auc_ci_low"] == report["test_auc_malignant_ci_low"]
+    assert report["test_pr_auc"] == report["test_pr_auc_malignant"]
+    assert report["test_n_exams"] == 4.0 and 0 <= report["test_mean_auc"] <= 1
+    assert all(k.startswith("test_") for k in report)
 
 
 def test_hybrid_scores_maths() -> None:

@@ -149,10 +149,11 @@ def test_chain_logs_every_stage_to_one_mlflow_run(chain):
         assert {"train_loss", metric} <= set(stages[stage].data.metrics), stage
     assert stages["heatmaps"].data.metrics["heatmap_written"] == 48
     assert stages["cancer"].data.params["init_from_birads"] == "True"
-    for name in ("auc_malignant", "auc_benign", "pr_auc_malignant", "pr_auc_benign"):
-        for key in (f"test_{name}", f"test_{name}_low", f"test_{name}_high"):
+    for name in ("auc_malignant", "auc_benign", "pr_auc_malignant", "pr_auc_benign", "auc", "pr_auc"):
+        for key in (f"test_{name}", f"test_{name}_ci_low", f"test_{name}_ci_high"):
             assert key in parent.data.metrics and key in stages["test"].data.metrics, key
     assert parent.data.metrics["test_n_exams"] == 3
+    assert parent.data.metrics["test_auc"] == parent.data.metrics["test_auc_malignant"]  # shared name
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"executed_config.json", "checkpoints", "evaluation", "data"} <= top

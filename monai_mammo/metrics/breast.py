@@ -30,6 +30,7 @@ __all__ = [
     "pr_auc",
     "breast_metrics",
     "flatten_intervals",
+    "breast_report",
     "hybrid_scores",
 ]
 
@@ -176,7 +177,7 @@ def breast_metrics(
 
 
 def flatten_intervals(metrics: Mapping[str, ConfidenceInterval]) -> dict[str, float]:
-    """``{name: CI}`` -> ``{name: value, name_low: low, name_high: high}`` (for MLflow metrics).
+    """``{name: CI}`` -> ``{name: value, name_ci_low: low, name_ci_high: high}`` (for MLflow metrics).
 
     Args:
         metrics: e.g. the result of :func:`breast_metrics`.
@@ -186,12 +187,48 @@ def flatten_intervals(metrics: Mapping[str, ConfidenceInterval]) -> dict[str, fl
 
     Example:
         >>> flatten_intervals({"auc": ConfidenceInterval(0.8, 0.7, 0.9)})
-        {'auc': 0.8, 'auc_low': 0.7, 'auc_high': 0.9}
+        {'auc': 0.8, 'auc_ci_low': 0.7, 'auc_ci_high': 0.9}
     """
     flat: dict[str, float] = {}
     for name, ci in metrics.items():
-        flat.update({name: ci.value, f"{name}_low": ci.low, f"{name}_high": ci.high})
+        flat.update({name: ci.value, f"{name}_ci_low": ci.low, f"{name}_ci_high": ci.high})
     return flat
+
+
+def breast_report(
+    probs: Any, labels: Any, n_bootstrap: int = 1000, seed: int = 0, prefix: str = "test_"
+) -> dict[str, float]:
+    """Every breast-level metric under the project's shared names, ready for MLflow.
+
+    ``<prefix>auc_malignant``, ``auc_benign``, ``pr_auc_malignant``, ``pr_auc_benign`` (each
+    with ``_ci_low``/``_ci_high``), ``mean_auc`` (mean of the four targets' AUCs), ``n_exams``,
+    and the cross-family aliases ``<prefix>auc`` / ``<prefix>pr_auc`` (with their CIs) = the
+    malignant task, the headline of the paper, so that ``monai-mammo compare`` lines the
+    family up with the others.
+
+    Args:
+        probs: (N, 4) predicted probabilities.
+        labels: (N, 4) labels (NaN or negative: unknown).
+        n_bootstrap: bootstrap resamples of the CIs.
+        seed: bootstrap seed.
+        prefix: prefix of every name.
+
+    Returns:
+        The flat metrics dict.
+
+    Example::
+
+        report = breast_report(predictions.probs, predictions.labels, n_bootstrap=1000)
+        report["test_auc"] == report["test_auc_malignant"]
+    """
+    flat = flatten_intervals(breast_metrics(probs, labels, n_bootstrap=n_bootstrap, seed=seed))
+    for task in ("auc", "pr_auc"):
+        for suffix in ("", "_ci_low", "_ci_high"):
+            flat[f"{task}{suffix}"] = flat[f"{task}_malignant{suffix}"]
+    with np.errstate(invalid="ignore"):
+        flat["mean_auc"] = float(np.nanmean(per_target_auc(probs, labels)))
+    flat["n_exams"] = float(np.asarray(probs).shape[0])
+    return {f"{prefix}{name}": float(value) for name, value in flat.items()}
 
 
 def hybrid_scores(reader: Any, model: Any, lam: float) -> np.ndarray:
