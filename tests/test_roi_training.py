@@ -328,3 +328,17 @@ def test_transfer_then_finetune_freezes_per_stage_and_names_the_runs(tmp_path, s
         transfer_then_finetune(TinyClassifier(), [], [], gamma=1, tl_epochs=1, ft_epochs=1)
     with pytest.raises(MammoConfigError, match="sets"):
         transfer_then_finetune(network, [], [], gamma=1, tl_epochs=1, ft_epochs=1, epochs=3)
+
+
+def test_a_last_training_batch_of_one_is_dropped_for_batch_norm():
+    torch.manual_seed(0)
+    network = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 4),
+        nn.BatchNorm1d(4),
+        nn.Linear(4, 1),
+    )
+    result = fit_classifier(network, blob_items(9, 0), blob_items(5, 1), epochs=1, lr=1e-3, batch_size=4)
+    assert len(result.history) == 1 and result.history[0]["val_accuracy"] >= 0  # 9 = 2 x 4 + 1: no crash

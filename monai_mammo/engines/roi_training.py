@@ -591,7 +591,12 @@ def _loader(
     num_workers: int,
 ) -> DataLoader:
     dataset = Dataset(data=list(items), transform=transform or _default_transform())
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers)
+    # a shuffled last batch of one sample would break batch norm in training mode: drop it
+    # (one sample per epoch, a different one each epoch); evaluation keeps every sample
+    drop_last = shuffle and len(items) % batch_size == 1 and len(items) > 1
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last
+    )
 
 
 def fit_classifier(
