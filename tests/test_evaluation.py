@@ -44,6 +44,23 @@ def test_flip_tta_columns_are_the_four_flips():
     assert not torch.allclose(scores[:, 0], scores[:, 1])
 
 
+class OneLogit(nn.Module):
+    """The same score as one sigmoid logit (the zoo's binary networks)."""
+
+    def forward(self, x):
+        return LeftTopBright()(x)[:, 1:2]
+
+
+def test_one_logit_networks_are_scored_with_a_sigmoid():
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 8, 6)
+    scores = flip_tta_scores(OneLogit(), x)
+    torch.testing.assert_close(scores[:, 0], torch.sigmoid(LeftTopBright()(x)[:, 1]))
+    single = predict_scores(OneLogit(), [{"image": x, "label": torch.tensor([0, 1, 0])}], tta=False)
+    np.testing.assert_allclose(single["scores"][:, 0], scores[:, 0].numpy(), rtol=1e-6)
+    assert not np.allclose(single["scores"], 1.0)
+
+
 def test_predict_scores_iterates_batches_and_restores_mode():
     net = LeftTopBright().train()
     batches = [{"image": torch.rand(2, 1, 8, 6), "label": torch.tensor([0, 1]), "path": ["a", "b"]}] * 2

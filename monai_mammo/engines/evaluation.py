@@ -24,6 +24,7 @@ from monai_mammo.metrics import (
 
 __all__ = [
     "FLIPS",
+    "positive_probability",
     "flip_tta_scores",
     "predict_scores",
     "classification_report",
@@ -42,14 +43,37 @@ FLIPS: tuple[tuple[str, tuple[int, ...]], ...] = (
 )
 
 
+def positive_probability(logits: torch.Tensor, positive_index: int = 1) -> torch.Tensor:
+    """P(positive) per sample: sigmoid of one logit, or softmax column ``positive_index`` of several.
+
+    Args:
+        logits: ``(B,)``, ``(B, 1)`` or ``(B, C >= 2)``.
+        positive_index: the positive class's column when ``C >= 2``.
+
+    Returns:
+        ``(B,)`` float32 probabilities.
+
+    Raises:
+        MammoConfigError: any other shape.
+    """
+    x = logits.float()
+    if x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1):
+        return torch.sigmoid(x.reshape(-1))
+    if x.ndim == 2 and x.shape[1] > positive_index:
+        return torch.softmax(x, dim=1)[:, positive_index]
+    raise MammoConfigError(
+        f"binary scores need logits (B, 1) or (B, C > {positive_index}), got {tuple(x.shape)}"
+    )
+
+
 @torch.no_grad()
 def flip_tta_scores(network: nn.Module, images: torch.Tensor, positive_index: int = 1) -> torch.Tensor:
     """Positive-class probabilities under the four flips (original, h-flip, v-flip, both).
 
     Args:
-        network: classifier returning logits (B, C).
+        network: classifier returning logits (B, C) (C = 1: one sigmoid logit).
         images: batch (B, C, H, W) on the network's device.
-        positive_index: index of the positive class in the logits.
+        positive_index: index of the positive class in the logits when C > 1.
 
     Returns:
         (B, 4) probabilities, columns in :data:`FLIPS` order.
@@ -57,7 +81,7 @@ def flip_tta_scores(network: nn.Module, images: torch.Tensor, positive_index: in
     columns = []
     for _, dims in FLIPS:
         logits = network(torch.flip(images, dims) if dims else images)
-        columns.append(torch.softmax(logits.float(), dim=1)[:, positive_index])
+        columns.append(positive_probability(logits, positive_index))
     return torch.stack(columns, dim=1)
 
 
@@ -75,7 +99,7 @@ def predict_scores(
     """Score every batch of a loader.
 
     Args:
-        network: classifier returning logits (B, 2).
+        network: classifier returning logits (B, 2), or (B, 1) for one sigmoid logit.
         batches: an iterable of dict batches (e.g. a MONAI DataLoader).
         device: where to run.
         image_key: batch key of the images.
@@ -100,7 +124,7 @@ def predict_scores(
             if tta:
                 batch_scores = flip_tta_scores(network, images)
             else:
-                batch_scores = torch.softmax(network(images).float(), dim=1)[:, 1:2]
+                batch_scores = positive_probability(network(images))[:, None]
         scores.append(batch_scores.cpu().numpy())
         labels.append(torch.as_tensor(batch[label_key]).reshape(-1).cpu().numpy())
         if id_key is not None:

@@ -39,6 +39,7 @@ from monai.transforms import EnsureTyped
 from monai.utils import set_determinism
 from torch import nn
 
+from monai_mammo.engines.evaluation import positive_probability
 from monai_mammo.engines.handlers import EarlyStopOnMetric, ProgressLogger, atomic_save, output_loss
 from monai_mammo.engines.tracking import MLflowTracker
 from monai_mammo.engines.workflow import load_checkpoint
@@ -237,26 +238,6 @@ class WeightedBCEWithLogits(nn.Module):
             raise MammoDataError("labels must be 0 or 1 for the binary loss")
         per_sample = nn.functional.binary_cross_entropy_with_logits(x, y, reduction="none")
         return (per_sample * self.weight.to(x.device)[y.long()]).mean()
-
-
-def positive_probability(logits: torch.Tensor) -> torch.Tensor:
-    """P(positive) per sample: sigmoid of one logit, or softmax column 1 of two.
-
-    Args:
-        logits: ``(B,)``, ``(B, 1)`` or ``(B, 2)``.
-
-    Returns:
-        ``(B,)`` float32 probabilities.
-
-    Raises:
-        MammoConfigError: any other shape.
-    """
-    x = logits.float()
-    if x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1):
-        return torch.sigmoid(x.reshape(-1))
-    if x.ndim == 2 and x.shape[1] == 2:
-        return torch.softmax(x, dim=1)[:, 1]
-    raise MammoConfigError(f"binary scores need logits (B, 1) or (B, 2), got {tuple(x.shape)}")
 
 
 def _as_flat(values: Any) -> torch.Tensor:
