@@ -19,13 +19,17 @@ from monai_mammo.engines.tracking import replay_journal
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
+from test_bundle_mass_roi import TINY as MASS_TINY  # noqa: E402
 from test_bundle_shen import TINY as SHEN_TINY  # noqa: E402
 
 COMMON_METRICS = ("test_auc", "test_auc_ci_low", "test_auc_ci_high", "test_sensitivity", "test_specificity")
 COMMON_TAGS = ("model_family", "bundle_version", "dataset", "dataset_digest", "split_seed", "git_commit")
 
-# (family, config file, tiny overrides, dataset_format override so both land in one experiment)
-FAMILIES = [("shen_end2end", "bundles/shen_end2end/configs/train.json", SHEN_TINY)]
+# (family, config file, tiny overrides); --dataset_name puts both in one experiment
+FAMILIES = [
+    ("shen_end2end", "bundles/shen_end2end/configs/train.json", SHEN_TINY),
+    ("mass_roi_finetune", "bundles/mass_roi_finetune/configs/train.json", MASS_TINY),
+]
 
 
 def _free_port() -> int:
