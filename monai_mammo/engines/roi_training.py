@@ -40,7 +40,13 @@ from monai.utils import set_determinism
 from torch import nn
 
 from monai_mammo.engines.evaluation import positive_probability
-from monai_mammo.engines.handlers import EarlyStopOnMetric, ProgressLogger, atomic_save, output_loss
+from monai_mammo.engines.handlers import (
+    EarlyStopOnMetric,
+    NonFiniteLossGuard,
+    ProgressLogger,
+    atomic_save,
+    output_loss,
+)
 from monai_mammo.engines.tracking import MLflowTracker
 from monai_mammo.engines.workflow import load_checkpoint
 from monai_mammo.exceptions import MammoConfigError, MammoDataError
@@ -608,6 +614,7 @@ def fit_classifier(
     num_workers: int = 0,
     seed: int = 0,
     amp: bool = False,
+    nonfinite_loss: str = "stop",
 ) -> FitResult:
     """Train a one-logit binary classifier with MONAI's ``SupervisedTrainer``, evaluating every epoch.
 
@@ -653,6 +660,7 @@ def fit_classifier(
         num_workers: data loader workers.
         seed: seeds MONAI, torch, numpy and the training transform's random state.
         amp: mixed precision (CUDA only).
+        nonfinite_loss: ``"stop"`` or ``"skip"`` on a NaN/inf loss (:class:`NonFiniteLossGuard`).
 
     Returns:
         The :class:`FitResult`.
@@ -747,6 +755,7 @@ def fit_classifier(
         if early_stop_patience is not None:
             handlers.append(EarlyStopOnMetric(val_evaluator, monitor, early_stop_patience))
         handlers.append(ProgressLogger(stage or "fit", evaluator=val_evaluator))
+        handlers.append(NonFiniteLossGuard(nonfinite_loss))
         trainer = SupervisedTrainer(
             device=torch_device,
             max_epochs=epochs,
