@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_mammo.engines.heatmaps import heatmaps_batched, heatmaps_loop, patch_starts
+from monai_mammo.engines.heatmaps import default_batch_size, heatmaps_batched, heatmaps_loop, patch_starts
 from monai_mammo.networks.patch_classifier import PatchClassifier
 
 PATCH = 256
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--cpu-bf16", action="store_true", help="bfloat16 autocast for the batched path on the CPU (opt-in)"
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="patches per pass (default: 4 on the CPU, 64 on CUDA)"
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--skip-loop", action="store_true", help="time the batched path only")
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     loop_net = PatchClassifier("densenet121", num_classes=4, in_channels=3).to(device).eval()
     batched_net = PatchClassifier("densenet121", num_classes=4, in_channels=3).to(device).eval()
     batched_net.load_state_dict(loop_net.state_dict())
+    args.batch_size = args.batch_size or default_batch_size(device)
     warm = torch.zeros(args.batch_size, 3, PATCH, PATCH, device=device)
     with torch.inference_mode():  # warm-up: first-call kernel selection is not measured
         loop_net(warm[:1])
