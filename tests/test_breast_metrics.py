@@ -12,6 +12,7 @@ from monai_mammo.metrics.breast import (
     breast_report,
     breast_scores,
     flatten_intervals,
+    hybrid_report,
     hybrid_scores,
     per_target_auc,
     pr_auc,
@@ -144,3 +145,24 @@ def test_hybrid_scores_maths() -> None:
 def test_hybrid_scores_validation(reader: list, model: list, lam: float, message: str) -> None:
     with pytest.raises(MammoConfigError, match=message):
         hybrid_scores(reader, model, lam)
+
+
+def test_hybrid_report_reader_and_mixtures() -> None:
+    labels = np.array([[0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 1, 0], [1, 1, 0, 0]])
+    model = np.array(
+        [[0.2, 0.7, 0.4, 0.6], [0.6, 0.3, 0.5, 0.3], [0.1, 0.4, 0.45, 0.3], [0.9, 0.5, 0.4, 0.2]]
+    )
+    reader = labels * 0.8 + 0.1  # a perfect reader
+    reader_missing = reader.copy()
+    reader_missing[0, 0] = np.nan
+    report = hybrid_report(model, reader, labels, lambdas=(0.0, 1.0), n_bootstrap=0)
+    assert report["test_reader_auc_malignant"] == 1.0
+    assert report["test_hybrid1.00_auc_malignant"] == 1.0
+    assert report["test_hybrid0.00_auc_malignant"] == pytest.approx(
+        breast_report(model, labels, 0)["test_auc"]
+    )
+    assert hybrid_report(model, reader_missing, labels, n_bootstrap=0)["test_reader_n_exams"] == 4.0
+    with pytest.raises(MammoConfigError):
+        hybrid_report(model, reader[:2], labels)
+    with pytest.raises(MammoConfigError):
+        hybrid_report(model, reader, labels, lambdas=(1.5,))

@@ -214,19 +214,30 @@ def test_test_predictions_csv(chain):
 
 def test_evaluate_and_standalone_inference_reproduce_the_test_predictions(chain):
     tmp, _ = chain
-    _run(tmp, f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']")
+    # a perfect reader (the labels): its AUCs are 1 and so are those of the lambda = 1 hybrid
+    header, test_rows = _csv(tmp / "out" / "test" / "predictions.csv")
+    dataset = next((tmp / "home" / "datasets").glob("synthetic-nyu-*"))
+    exams = restricted_load(dataset / "exam_list.pkl", allow_numpy=True)
+    lines = [",".join(header)]
+    for row in test_rows:
+        labels = exams[int(row[0].split("_")[1])]["cancer_label"]
+        lines.append(",".join([row[0], *(str(0.9 if labels[t] else 0.1) for t in TARGETS)]))
+    (tmp / "reader.csv").write_text("\n".join(lines) + "\n")
+    extra = ("--reader_csv", str(tmp / "reader.csv"), "--hybrid_lambdas", "[0.5, 1.0]")
+    _run(tmp, f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']", *extra)
     evaluated = json.loads((tmp / "out" / "evaluate" / "metrics.json").read_text())
     tested = json.loads((tmp / "out" / "test" / "metrics.json").read_text())
-    assert evaluated == pytest.approx(tested, nan_ok=True)
+    assert {k: evaluated[k] for k in tested} == pytest.approx(tested, nan_ok=True)
+    for name in ("reader", "hybrid1.00"):
+        value = evaluated[f"test_{name}_auc_malignant"]
+        assert value == 1.0 or (np.isnan(value) and np.isnan(tested["test_auc_malignant"])), name
+    assert "test_hybrid0.50_auc_malignant" in evaluated
     evaluate_run = next(r for r in _runs(tmp) if r.data.tags.get("stage") == "evaluate")
     assert (
         evaluate_run.data.tags["workflow"] == "evaluate" and "test_auc_malignant" in evaluate_run.data.metrics
     )
 
     # a new exam list holding the test exams, in the test order, without labels
-    header, test_rows = _csv(tmp / "out" / "test" / "predictions.csv")
-    dataset = next((tmp / "home" / "datasets").glob("synthetic-nyu-*"))
-    exams = restricted_load(dataset / "exam_list.pkl", allow_numpy=True)
     keep = ("horizontal_flip", "L-CC", "R-CC", "L-MLO", "R-MLO")
     chosen = [{k: exams[int(r[0].split("_")[1])][k] for k in keep} for r in test_rows]
     (tmp / "new").mkdir()

@@ -33,6 +33,7 @@ from monai_mammo.engines.multiview import (
     exam_id,
     multiview_output,
     predict_exams,
+    read_reader_scores,
     write_predictions_csv,
 )
 from monai_mammo.exceptions import MammoConfigError, MammoDataError
@@ -461,3 +462,18 @@ def test_multiview_output_batched_and_decollated() -> None:
     metric.reset()
     metric.update(({"CC": pred["CC"]}, torch.zeros(3, 4)))
     assert math.isnan(metric.compute())  # a single class everywhere: no AUC
+
+
+def test_reader_scores_round_trip_and_errors(tmp_path) -> None:
+    probs = np.array([[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]])
+    path = write_predictions_csv(tmp_path / "reader.csv", ["a", "b"], probs)
+    np.testing.assert_allclose(read_reader_scores(path, ["b", "a"]), probs[::-1])
+    with pytest.raises(MammoDataError, match="no reader scores"):
+        read_reader_scores(path, ["a", "c"])
+    (tmp_path / "bad.csv").write_text(
+        "exam_id,left_benign,right_benign,left_malignant,right_malignant\na,0.1,2,0,0\n"
+    )
+    with pytest.raises(MammoDataError, match="bad.csv:2"):
+        read_reader_scores(tmp_path / "bad.csv", ["a"])
+    with pytest.raises(MammoDataError, match="not found"):
+        read_reader_scores(tmp_path / "none.csv", ["a"])

@@ -63,6 +63,7 @@ from monai_mammo.engines.multiview import (
     exam_id,
     multiview_output,
     predict_exams,
+    read_reader_scores,
     write_predictions_csv,
 )
 from monai_mammo.engines.patches import (
@@ -154,6 +155,7 @@ __all__ = [
     "exam_id",
     "multiview_output",
     "predict_exams",
+    "read_reader_scores",
     "write_predictions_csv",
     "LOGGED_METRICS",
     "OPTIMIZERS",

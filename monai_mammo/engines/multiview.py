@@ -100,6 +100,7 @@ __all__ = [
     "ExamPredictions",
     "predict_exams",
     "write_predictions_csv",
+    "read_reader_scores",
 ]
 
 EXAM_ID_KEY = "exam_id"
@@ -847,3 +848,51 @@ def write_predictions_csv(
             ident = [] if exam_ids is None else [exam_ids[index]]
             writer.writerow([*ident, *(f"{v:.4f}" for v in row)])
     return out
+
+
+def read_reader_scores(path: str | os.PathLike, exam_ids: Sequence[str]) -> np.ndarray:
+    """A radiologist's (or any reader's) probabilities per exam, in the order of ``exam_ids``.
+
+    The CSV has the layout :func:`write_predictions_csv` writes: ``exam_id, left_benign,
+    right_benign, left_malignant, right_malignant`` (probabilities in [0, 1]; an empty cell is
+    NaN, i.e. that breast is not scored).
+
+    Args:
+        path: the reader's CSV.
+        exam_ids: the exams to return, in order (e.g. ``ExamPredictions.exam_ids``).
+
+    Returns:
+        ``(len(exam_ids), 4)`` float64.
+
+    Raises:
+        MammoDataError: missing file, columns, exams, duplicate exams or values outside [0, 1],
+            naming the file and the row.
+
+    Example::
+
+        reader = read_reader_scores("reader.csv", predictions.exam_ids)
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise MammoDataError("reader score file not found", file)
+    with open(file, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = (EXAM_ID_KEY, *NYU_CANCER_KEYS)
+    if not rows or any(c not in rows[0] for c in columns):
+        raise MammoDataError(f"a reader CSV needs the columns {list(columns)}", file)
+    table: dict[str, list[float]] = {}
+    for number, row in enumerate(rows, 2):
+        exam = row[EXAM_ID_KEY]
+        if exam in table:
+            raise MammoDataError(f"exam {exam!r} appears twice", f"{file}:{number}")
+        try:
+            values = [float(row[c]) if row[c] not in ("", None) else float("nan") for c in NYU_CANCER_KEYS]
+        except ValueError as exc:
+            raise MammoDataError(f"not a probability: {exc}", f"{file}:{number}") from exc
+        if any(not (0.0 <= v <= 1.0) for v in values if not np.isnan(v)):
+            raise MammoDataError(f"probabilities must be in [0, 1], got {values}", f"{file}:{number}")
+        table[exam] = values
+    missing = [e for e in exam_ids if e not in table]
+    if missing:
+        raise MammoDataError(f"no reader scores for {len(missing)} exams, e.g. {missing[:3]}", file)
+    return np.asarray([table[e] for e in exam_ids], dtype=np.float64)

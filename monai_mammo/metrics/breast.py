@@ -32,6 +32,7 @@ __all__ = [
     "flatten_intervals",
     "breast_report",
     "hybrid_scores",
+    "hybrid_report",
 ]
 
 #: Columns of the exam-level tables (the model's target rows, the CSV's columns).
@@ -229,6 +230,57 @@ def breast_report(
         flat["mean_auc"] = float(np.nanmean(per_target_auc(probs, labels)))
     flat["n_exams"] = float(np.asarray(probs).shape[0])
     return {f"{prefix}{name}": float(value) for name, value in flat.items()}
+
+
+def hybrid_report(
+    model: Any,
+    reader: Any,
+    labels: Any,
+    lambdas: Sequence[float] = (0.5,),
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    prefix: str = "test_",
+) -> dict[str, float]:
+    """Breast-level metrics of the reader alone and of ``lam * reader + (1 - lam) * model`` per lambda.
+
+    Names: ``<prefix>reader_<metric>`` and ``<prefix>hybrid<lam>_<metric>`` (``lam`` with two
+    decimals, e.g. ``test_hybrid0.50_auc_malignant``), ``<metric>`` as in :func:`breast_report`.
+    Breasts the reader did not score (NaN) are left out of the reader and hybrid metrics.
+
+    Args:
+        model: (N, 4) model probabilities.
+        reader: (N, 4) reader probabilities (NaN: not scored).
+        labels: (N, 4) labels.
+        lambdas: reader weights in [0, 1] (the paper reports 0.5).
+        n_bootstrap: bootstrap resamples of the CIs.
+        seed: bootstrap seed.
+        prefix: prefix of every name.
+
+    Returns:
+        The flat metrics dict.
+
+    Raises:
+        MammoConfigError: shapes differ or a lambda outside [0, 1].
+
+    Example::
+
+        hybrid_report(predictions.probs, reader, predictions.labels, lambdas=(0.25, 0.5))
+    """
+    model_table = _table(model, "model", 4)
+    reader_table = _table(reader, "reader", 4)
+    label_table = np.array(_table(labels, "labels", 4))
+    if model_table.shape != reader_table.shape or label_table.shape != model_table.shape:
+        raise MammoConfigError(
+            f"model {model_table.shape}, reader {reader_table.shape} and labels {label_table.shape} differ"
+        )
+    label_table[np.isnan(reader_table)] = np.nan  # unscored breasts leave the reader's metrics
+    out = breast_report(
+        np.nan_to_num(reader_table), label_table, n_bootstrap, seed, prefix=f"{prefix}reader_"
+    )
+    for lam in lambdas:
+        mixed = hybrid_scores(np.nan_to_num(reader_table), model_table, lam)
+        out.update(breast_report(mixed, label_table, n_bootstrap, seed, prefix=f"{prefix}hybrid{lam:.2f}_"))
+    return out
 
 
 def hybrid_scores(reader: Any, model: Any, lam: float) -> np.ndarray:
