@@ -136,3 +136,15 @@ def test_verify_lists_the_code_the_configs_would_run(packed, capsys):
     assert main(["bundle", "verify", str(zip_path), "--no-forward", "--show-code"]) == 0
     out = capsys.readouterr().out
     assert "run only bundles you trust" in out and "configs/inference.json:network_def: $" in out
+
+
+def test_pack_can_ship_a_torchscript_module_with_the_same_outputs(packed, tmp_path):
+    tmp, network, _ = packed
+    zip_path = pack_bundle(SHEN, tmp_path, checkpoint=tmp / "trained.pt", torchscript=True)
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extract("shen_end2end/models/model.ts", tmp_path)
+    scripted = torch.jit.load(str(tmp_path / "shen_end2end" / "models" / "model.ts"))
+    x = torch.randn(2, 1, 288, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), network(x), rtol=1e-5, atol=1e-6)
+    assert verify_bundle(zip_path, forward=False).ok
