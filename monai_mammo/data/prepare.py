@@ -87,6 +87,8 @@ def prepare_datalist(
     use_official: bool = False,
     require_label: bool = True,
     on_error: str = "skip",
+    on_duplicate: str = "warn",
+    duplicate_by: Sequence[str] = ("sop_instance_uid", "pixel_hash"),
 ) -> dict[str, Any]:
     """Index a dataset folder, split it by patient (stratified) and write the datalist JSON.
 
@@ -99,15 +101,29 @@ def prepare_datalist(
         use_official: keep the dataset's official test split (CBIS-DDSM) and draw validation from training.
         require_label: drop (and count) images without a binary label.
         on_error: indexer policy, ``skip`` or ``raise``.
+        on_duplicate: the same image in two splits (same SOP Instance UID or pixel hash, see
+            :func:`~monai_mammo.data.hygiene.find_duplicates`): ``"warn"`` (log the pairs),
+            ``"raise"``, or ``"ignore"`` (no scan, no image read). The report (counts and
+            first pairs) is stored under ``summary["hygiene"]``.
+        duplicate_by: duplicate criteria; ``("sop_instance_uid",)`` reads only the DICOM
+            headers (much faster on a large dataset than hashing every image's pixels).
 
     Returns:
         ``{"training": [...], "validation": [...], "test": [...], "summary": {...}, "digest": str}``.
 
     Raises:
-        MammoDataError: nothing usable was indexed, or a patient appears in two splits.
+        MammoDataError: nothing usable was indexed, a patient appears in two splits, or
+            duplicate images across splits with ``on_duplicate="raise"``.
+        MammoConfigError: unknown ``on_duplicate``.
+
+    Example::
+
+        body = prepare_datalist("/data/cbis", "cbis-ddsm", "out/datalist.json", use_official=True)
+        print(body["summary"]["hygiene"]["duplicates"]["n_pairs"])
     """
+    from monai_mammo.data.hygiene import check_datalist
     from monai_mammo.data.indexers import index_dataset
-    from monai_mammo.data.splits import assert_patient_disjoint, split_by_patient
+    from monai_mammo.data.splits import split_by_patient
 
     result = index_dataset(dataset_format, dataset_dir, on_error=on_error)
     items = result.items
@@ -120,9 +136,9 @@ def prepare_datalist(
         raise MammoDataError(f"no labelled image indexed ({result.summary.format()})", dataset_dir)
     logger.info(result.summary.format())
     splits = split_by_patient(items, ratios=tuple(ratios), seed=seed, use_official=use_official)
-    assert_patient_disjoint(splits)
     body: dict[str, Any] = {name: splits.get(name, []) for name in ("training", "validation", "test")}
-    body["summary"] = result.summary.to_dict()
+    hygiene = check_datalist(body, on_duplicate=on_duplicate, by=duplicate_by)
+    body["summary"] = result.summary.to_dict() | {"hygiene": hygiene.to_dict()}
     body["digest"] = datalist_digest(items)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
