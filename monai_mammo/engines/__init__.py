@@ -34,6 +34,7 @@ from monai_mammo.engines.handlers import (
     ProgressLogger,
     TrainingCheckpoint,
     atomic_save,
+    previous_checkpoint,
     resume_training,
     run_trainer,
 )
@@ -194,6 +195,7 @@ __all__ = [
     "NonFiniteLossGuard",
     "ProgressLogger",
     "atomic_save",
+    "previous_checkpoint",
     "resume_training",
     "run_trainer",
     "FLIPS",

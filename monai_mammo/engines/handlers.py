@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "ProgressLogger",
     "atomic_save",
     "output_loss",
+    "previous_checkpoint",
     "resume_training",
     "run_trainer",
 ]
@@ -42,13 +44,31 @@ def output_loss(output: Any) -> float | None:
     return None
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves a partial file."""
+def atomic_save(obj: Any, path: str | os.PathLike, keep_previous: bool = False) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves a partial file.
+
+    Args:
+        obj: what to save.
+        path: the target file.
+        keep_previous: first rename an existing ``path`` to ``<path>.prev`` (replacing an older
+            one), so the last good file survives even if the new one later proves unreadable.
+            Both renames are atomic; a crash between them leaves only ``.prev``, which
+            :func:`resume_training` falls back to.
+
+    Returns:
+        ``path``.
+
+    Example::
+
+        atomic_save({"network": net.state_dict()}, "models/last.pt", keep_previous=True)
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         torch.save(obj, tmp)
+        if keep_previous and target.exists():
+            os.replace(target, previous_checkpoint(target))
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -56,17 +76,45 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return target
 
 
+def previous_checkpoint(path: str | os.PathLike) -> Path:
+    """The file a :class:`TrainingCheckpoint` keeps its previous epoch in: ``<path>.prev``."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.prev")
+
+
 def _rng_state() -> dict[str, Any]:
+    """The global RNG states in a ``torch.load(weights_only=True)``-loadable form.
+
+    numpy's ``MT19937`` state (a tuple holding a ``uint32`` array) is stored as a dict with the
+    key as an int64 tensor, and python's ``random`` state as nested tuples of ints: no numpy
+    global needs allowlisting, so loading never unpickles anything but tensors and plain values.
+    """
+    name, key, pos, has_gauss, cached_gaussian = np.random.get_state()  # noqa: NPY002 - global state
     return {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 - the global state is what we must restore
+        "numpy": {
+            "bit_generator": str(name),
+            "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "python": random.getstate(),
     }
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
-    np.random.set_state(tuple(state["numpy"]))  # noqa: NPY002
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, Mapping):
+        numpy_state = (
+            numpy_state["bit_generator"],
+            np.asarray(numpy_state["key"], dtype=np.uint32),
+            int(numpy_state["pos"]),
+            int(numpy_state["has_gauss"]),
+            float(numpy_state["cached_gaussian"]),
+        )
+    np.random.set_state(tuple(numpy_state))  # noqa: NPY002
     random.setstate(_as_tuple(state["python"]))
 
 
@@ -78,12 +126,17 @@ class TrainingCheckpoint:
     """Save everything needed to resume after every epoch, atomically, as ``<save_dir>/<filename>``.
 
     The checkpoint holds the state dicts of the given objects (network, optimizer, staged
-    fine-tuning, early stopping...), of the trainer (epoch, iteration) and the global RNG states.
+    fine-tuning, early stopping...), of the trainer (epoch, iteration) and the global RNG states,
+    all as tensors and plain python values so that :func:`resume_training` loads it with
+    ``weights_only=True``. The previous epoch's file is kept as ``<filename>.prev``.
 
     Args:
         save_dir: folder of the checkpoint.
         objects: name -> object with ``state_dict()``/``load_state_dict()``.
         filename: checkpoint file name.
+
+    Raises:
+        MammoConfigError: ``objects`` contains ``"trainer"``.
 
     Example::
 
@@ -114,7 +167,30 @@ class TrainingCheckpoint:
         content = {name: obj.state_dict() for name, obj in self.objects.items()}
         content["trainer"] = engine.state_dict()
         content["rng"] = _rng_state()
-        atomic_save(content, self.path)
+        atomic_save(content, self.path, keep_previous=True)
+
+
+class _CheckpointRefused(MammoDataError):
+    """A checkpoint that ``weights_only`` loading refused (never falls back to ``.prev``)."""
+
+
+def _load_checkpoint_content(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; a refused or unreadable file raises MammoDataError naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise _CheckpointRefused(
+                "checkpoint refused: it holds objects other than tensors and plain values, which "
+                "weights_only loading does not execute (tampered, not written by TrainingCheckpoint, or written "
+                "by a monai_mammo version that pickled numpy RNG states: restart that stage)",
+                path,
+            ) from exc
+        raise MammoDataError(f"unreadable (truncated or corrupt) checkpoint: {exc}", path) from exc
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise MammoDataError(
+            f"unreadable (truncated or corrupt) checkpoint: {type(exc).__name__}: {exc}", path
+        ) from exc
 
 
 def resume_training(
@@ -122,36 +198,53 @@ def resume_training(
 ) -> bool:
     """Restore a :class:`TrainingCheckpoint` before ``trainer.run()``.
 
+    The file is loaded with ``torch.load(weights_only=True)``: a checkpoint holding anything
+    but tensors and plain python values (e.g. a crafted pickle) is refused, never executed.
+    When ``checkpoint`` is missing or truncated/corrupt but ``<checkpoint>.prev`` (the previous
+    epoch, kept by :class:`TrainingCheckpoint`) is readable, training resumes from ``.prev``
+    with a logged warning (one epoch is redone). A refused file never falls back.
+
     Args:
         checkpoint: the checkpoint file.
         trainer: the trainer (its epoch/iteration are restored so ``run()`` continues).
         objects: the same objects given to :class:`TrainingCheckpoint`.
-        missing_ok: return False when the file does not exist (fresh start) instead of raising.
+        missing_ok: return False when neither the file nor its ``.prev`` exists (fresh start)
+            instead of raising.
 
     Returns:
         True when the run had already completed every epoch (nothing left to run).
 
     Raises:
-        MammoDataError: a truncated/corrupt checkpoint or one that does not fit the objects,
-            naming the file.
+        MammoDataError: a missing (with ``missing_ok=False``), truncated/corrupt (with no
+            readable ``.prev``), refused or ill-fitting checkpoint, naming the file.
+
+    Example::
+
+        if not resume_training("models/whole_image/last.pt", trainer, objects):
+            trainer.run()
     """
     path = Path(checkpoint)
-    if not path.is_file():
+    previous = previous_checkpoint(path)
+    if not path.is_file() and not previous.is_file():
         if missing_ok:
             return False
         raise MammoDataError("checkpoint to resume from not found", path)
     try:
-        content = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise MammoDataError(
-            f"unreadable (truncated or corrupt) checkpoint: {type(exc).__name__}: {exc}", path
-        ) from exc
+        if not path.is_file():
+            raise MammoDataError("checkpoint not found", path)
+        content = _load_checkpoint_content(path)
+    except MammoDataError as exc:
+        if not previous.is_file() or isinstance(exc, _CheckpointRefused):
+            raise
+        logger.warning("%s; resuming from the previous epoch's checkpoint %s", exc, previous)
+        path = previous
+        content = _load_checkpoint_content(path)
     try:
         for name, obj in objects.items():
             obj.load_state_dict(content[name])
         trainer.load_state_dict(content["trainer"])
         _set_rng_state(content["rng"])
-    except (KeyError, RuntimeError, ValueError) as exc:
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise MammoDataError(f"checkpoint does not fit this run ({type(exc).__name__}: {exc})", path) from exc
     done = trainer.state.epoch >= (trainer.state.max_epochs or 0)
     logger.info(
