@@ -52,6 +52,7 @@ __all__ = [
     "roi_to_mask",
     "INBREAST_BIRADS_MAP",
     "INBREAST_CSV_COLUMNS",
+    "MAX_POINT_COORDINATE",
     "inbreast_finding_type",
 ]
 
@@ -90,6 +91,10 @@ _POINT = re.compile(rf"^\(\s*({_FLOAT})\s*,\s*({_FLOAT})\s*\)$")
 _VIEWS = {"CC": "CC", "MLO": "MLO", "ML": "MLO"}
 
 
+#: largest |x| or |y| accepted in ``Point_px`` (pixels); mammograms are a few thousand pixels wide
+MAX_POINT_COORDINATE = 1e5
+
+
 def inbreast_finding_type(roi_name: str) -> str:
     """Finding type of an INbreast ROI name.
 
@@ -123,9 +128,10 @@ def parse_inbreast_xml(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
 
     Raises:
         MammoSkip: reason ``bad_xml`` (not a plist, or no ``Images[0].ROIs`` list),
-            ``bad_points`` (a ``Point_px`` entry is not ``"(x, y)"``) or
-            ``point_count_mismatch`` (``NumberOfPoints`` differs from the points given);
-            the message names the file and the ROI index.
+            ``bad_points`` (a ``Point_px`` entry is not ``"(x, y)"``, or a coordinate is
+            non-finite or beyond :data:`MAX_POINT_COORDINATE`) or ``point_count_mismatch``
+            (``NumberOfPoints`` differs from the points given); the message names the file
+            and the ROI index.
 
     Example::
 
@@ -136,7 +142,13 @@ def parse_inbreast_xml(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
     try:
         with open(path, "rb") as stream:
             plist = plistlib.load(stream)
-    except (plistlib.InvalidFileException, xml.parsers.expat.ExpatError, ValueError, TypeError) as exc:
+    except (
+        plistlib.InvalidFileException,
+        xml.parsers.expat.ExpatError,
+        ValueError,
+        TypeError,
+        LookupError,  # an unknown encoding in the XML declaration
+    ) as exc:
         raise MammoSkip(f"not an OsiriX plist: {exc}", source, reason="bad_xml") from exc
     except OSError as exc:
         raise MammoSkip(f"cannot read XML: {exc.strerror or exc}", source, reason="bad_xml") from exc
@@ -168,6 +180,13 @@ def parse_inbreast_xml(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
             )
         if not np.isfinite(points).all():
             raise MammoSkip(f"ROI {index} ({name!r}): non-finite point", source, reason="bad_points")
+        if points and np.abs(points).max() > MAX_POINT_COORDINATE:
+            # drawing the outline of such a polygon would allocate a line of that many pixels
+            raise MammoSkip(
+                f"ROI {index} ({name!r}): point coordinate beyond +-{MAX_POINT_COORDINATE:g} px",
+                source,
+                reason="bad_points",
+            )
         result.append((name, np.asarray(points, dtype=np.float64).reshape(-1, 2)))
     return result
 
