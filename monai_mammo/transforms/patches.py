@@ -68,6 +68,8 @@ from monai_mammo.data.schema import (
 from monai_mammo.exceptions import MammoConfigError, MammoDataError, MammoGeometryError, MammoSkip
 
 __all__ = [
+    "FindingPatchesd",
+    "FindingItem",
     "PatchDraw",
     "SamplePatches",
     "SamplePatchesd",
@@ -695,7 +697,93 @@ def _finding_mask(
     return raster
 
 
-class SamplePatchesd(Randomizable, MapTransform, MultiSampleTrait):
+class FindingPatchesd(Randomizable, MapTransform, MultiSampleTrait):
+    """Base of the dictionary patch samplers that read the project's findings schema.
+
+    Holds the wrapped array sampler (``sampler_class(**kwargs)``), forwards seeding to it and
+    unpacks an item: the keys present, the first key's image, its findings' masks (a finding
+    with only a ``bbox`` uses the box), the optional breast mask and the other items.
+    Subclasses implement ``__call__`` with :meth:`unpack`.
+
+    Args:
+        keys: image keys to crop (the first one drives the breast mask and the source name).
+        findings_key: key of the findings list.
+        breast_mask_key: key of an optional (1, H, W) breast mask.
+        label_key: output key of the patch class.
+        allow_missing_keys: don't raise for missing keys.
+        kwargs: the wrapped sampler's parameters.
+    """
+
+    sampler_class: type[Randomizable]
+
+    def __init__(
+        self,
+        keys: KeysCollection = IMAGE_KEY,
+        findings_key: str = FINDINGS_KEY,
+        breast_mask_key: str = "breast_mask",
+        label_key: str = LABEL_KEY,
+        allow_missing_keys: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.findings_key = findings_key
+        self.breast_mask_key = breast_mask_key
+        self.label_key = label_key
+        self.sampler: Any = self.sampler_class(**kwargs)
+
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> FindingPatchesd:
+        """Seed the wrapped sampler (see :meth:`monai.transforms.Randomizable.set_random_state`)."""
+        super().set_random_state(seed, state)
+        self.sampler.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw a new call seed in the wrapped sampler."""
+        self.sampler.randomize(data)
+
+    def unpack(self, data: Mapping[Hashable, Any]) -> FindingItem:
+        """Split an item into what the samplers need.
+
+        Raises:
+            MammoDataError: none of the keys is present, or a finding's mask is still a path.
+        """
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            raise MammoDataError(f"none of the keys {list(self.keys)} is in the data")
+        img = d[keys[0]]
+        shape = (int(img.shape[-2]), int(img.shape[-1]))
+        findings = d.pop(self.findings_key, None) or []
+        breast = d.pop(self.breast_mask_key, None)
+        source = _source_of(img)
+        return FindingItem(
+            data=d,
+            keys=keys,
+            image=img,
+            findings=findings,
+            masks=[_finding_mask(f, shape, source) for f in findings],
+            breast=breast,
+            source=source,
+            rest={k: v for k, v in d.items() if k not in keys},
+        )
+
+
+class FindingItem(NamedTuple):
+    """An item unpacked by :meth:`FindingPatchesd.unpack`."""
+
+    data: dict[Hashable, Any]
+    keys: list[Hashable]
+    image: Any
+    findings: list[Mapping[str, Any]]
+    masks: list[Any]
+    breast: Any
+    source: str | None
+    rest: dict[Hashable, Any]
+
+
+class SamplePatchesd(FindingPatchesd):
     """Dictionary version of :class:`SamplePatches` over the project's findings schema.
 
     Findings are read from ``data[findings_key]`` (see :mod:`monai_mammo.data.schema`): each
@@ -731,57 +819,21 @@ class SamplePatchesd(Randomizable, MapTransform, MultiSampleTrait):
     """
 
     backend = SamplePatches.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection = IMAGE_KEY,
-        findings_key: str = FINDINGS_KEY,
-        breast_mask_key: str = "breast_mask",
-        label_key: str = LABEL_KEY,
-        allow_missing_keys: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.findings_key = findings_key
-        self.breast_mask_key = breast_mask_key
-        self.label_key = label_key
-        self.sampler = SamplePatches(**kwargs)
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> SamplePatchesd:
-        """Seed the wrapped sampler (see :meth:`monai.transforms.Randomizable.set_random_state`)."""
-        super().set_random_state(seed, state)
-        self.sampler.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: Any = None) -> None:
-        """Draw a new call seed in the wrapped sampler."""
-        self.sampler.randomize(data)
+    sampler_class = SamplePatches
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:  # type: ignore[override]
-        d = dict(data)
-        keys = [k for k in self.key_iterator(d)]
-        if not keys:
-            raise MammoDataError(f"none of the keys {list(self.keys)} is in the data")
-        img = d[keys[0]]
-        shape = (int(img.shape[-2]), int(img.shape[-1]))
-        findings = d.pop(self.findings_key, None) or []
-        breast = d.pop(self.breast_mask_key, None)
-        source = _source_of(img)
-        masks = [_finding_mask(f, shape, source) for f in findings]
-        classes = [_finding_class(f) for f in findings]
-        draws, report = self.sampler.sample_centres(img, masks, classes, breast, source)
+        item = self.unpack(data)
+        classes = [_finding_class(f) for f in item.findings]
+        draws, report = self.sampler.sample_centres(item.image, item.masks, classes, item.breast, item.source)
         if not draws:
-            raise _no_patches(report, source)
+            raise _no_patches(report, item.source)
         report_json = json.dumps(report)
-        rest = {k: v for k, v in d.items() if k not in keys}
         centers = [draw.center for draw in draws]
-        patches = {key: self.sampler.crop_patches(d[key], centers) for key in keys}
+        patches = {key: self.sampler.crop_patches(item.data[key], centers) for key in item.keys}
         out: list[dict[Hashable, Any]] = []
         for i, draw in enumerate(draws):
-            sample: dict[Hashable, Any] = deepcopy(rest)
-            for key in keys:
+            sample: dict[Hashable, Any] = deepcopy(item.rest)
+            for key in item.keys:
                 sample[key] = patches[key][i]
             sample[self.label_key] = draw.label
             sample["patch_center"] = np.asarray(draw.center, dtype=np.int64)

@@ -44,17 +44,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.config import KeysCollection, NdarrayOrTensor
+from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import MapTransform, Randomizable, Transform
-from monai.transforms.traits import MultiSampleTrait
+from monai.transforms import Randomizable, Transform
 from monai.utils import MAX_SEED, TransformBackends, convert_to_tensor
 
-from monai_mammo.data.schema import FINDINGS_KEY, IMAGE_KEY, LABEL_KEY, pathology_to_label
+from monai_mammo.data.schema import IMAGE_KEY, LABEL_KEY, pathology_to_label
 from monai_mammo.exceptions import MammoConfigError, MammoDataError, MammoSkip
 from monai_mammo.transforms.breast import extract_window
-from monai_mammo.transforms.patches import breast_region
+from monai_mammo.transforms.patches import FindingPatchesd, _mask_2d, _source_of, breast_region
 
 __all__ = [
     "NYU_PATCH_CLASSES",
@@ -66,28 +65,6 @@ __all__ = [
 
 NYU_PATCH_CLASSES = ("malignant", "benign", "outside", "negative")
 """Classes of Wu et al.'s patch classifier, in output order (class id = position)."""
-
-
-def _as_numpy(data: Any) -> np.ndarray:
-    if isinstance(data, torch.Tensor):
-        return np.asarray(data.detach().cpu().numpy())
-    return np.asarray(data)
-
-
-def _source_of(img: Any) -> str | None:
-    """The MetaTensor's ``filename_or_obj`` (None when absent)."""
-    name = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
-    return str(name) if name else None
-
-
-def _plane(mask: Any, shape: tuple[int, int], what: str, source: str | None) -> np.ndarray:
-    """A (H, W) boolean mask from a (H, W) or (C, H, W) array (channels OR-ed)."""
-    arr = _as_numpy(mask)
-    if arr.ndim == 3:
-        arr = np.asarray(arr.any(axis=0))
-    if arr.shape != shape:
-        raise MammoDataError(f"{what} has shape {_as_numpy(mask).shape}, the image {shape}", source)
-    return np.asarray(arr > 0)
 
 
 class _BoxCounter:
@@ -266,14 +243,14 @@ class SampleTissuePatches(Randomizable, Transform):
                 raise MammoSkip(
                     f"finding {index}: unknown pathology ({label!r})", source, "unknown_pathology"
                 )
-            plane = None if mask is None else _plane(mask, shape, f"mask of finding {index}", source)
+            plane = None if mask is None else _mask_2d(mask, shape, f"mask of finding {index}", source)
             if plane is None or not plane.any():
                 raise MammoSkip(f"finding {index}: missing or empty lesion mask", source, "missing_mask")
             lesions["malignant" if label else "benign"] |= plane
         breast = (
             breast_region(img, source)
             if breast_mask is None
-            else _plane(breast_mask, shape, "breast mask", source)
+            else _mask_2d(breast_mask, shape, "breast mask", source)
         )
         ps, area = self.patch_size, float(self.patch_size**2)
         malignant = _BoxCounter(lesions["malignant"])
@@ -389,30 +366,13 @@ def _no_patches(report: list[dict[str, Any]], source: str | None) -> MammoSkip:
     )
 
 
-def _finding_mask(finding: Mapping[str, Any], shape: tuple[int, int], source: str | None) -> Any:
-    """A finding's loaded mask, else its bbox rasterised, else None.
-
-    Raises:
-        MammoDataError: the mask is still a file path.
-    """
-    mask = finding.get("mask")
-    if isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__"):
-        raise MammoDataError(f"finding mask {mask!r} is a path: load it first (LoadFindingMasksd)", source)
-    if mask is not None or finding.get("bbox") is None:
-        return mask
-    y0, x0, y1, x1 = (max(int(v), 0) for v in finding["bbox"])
-    raster = np.zeros(shape, dtype=bool)
-    raster[y0:y1, x0:x1] = True
-    return raster
-
-
 def _finding_label(finding: Mapping[str, Any]) -> int | None:
     """A finding's ``label``, else its pathology's (None when unknown)."""
     label = finding.get("label")
     return pathology_to_label(finding.get("pathology")) if label is None else int(label)
 
 
-class SampleTissuePatchesd(Randomizable, MapTransform, MultiSampleTrait):
+class SampleTissuePatchesd(FindingPatchesd):
     """Dictionary version of :class:`SampleTissuePatches` over the project's findings schema.
 
     Findings are read from ``data[findings_key]``: each needs a loaded ``mask`` array
@@ -447,58 +407,21 @@ class SampleTissuePatchesd(Randomizable, MapTransform, MultiSampleTrait):
     """
 
     backend = SampleTissuePatches.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection = IMAGE_KEY,
-        findings_key: str = FINDINGS_KEY,
-        breast_mask_key: str = "breast_mask",
-        label_key: str = LABEL_KEY,
-        allow_missing_keys: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.findings_key = findings_key
-        self.breast_mask_key = breast_mask_key
-        self.label_key = label_key
-        self.sampler = SampleTissuePatches(**kwargs)
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> SampleTissuePatchesd:
-        """Seed the wrapped sampler (see :meth:`monai.transforms.Randomizable.set_random_state`)."""
-        super().set_random_state(seed, state)
-        self.sampler.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: Any = None) -> None:
-        """Draw a new call seed in the wrapped sampler."""
-        self.sampler.randomize(data)
+    sampler_class = SampleTissuePatches
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:  # type: ignore[override]
         """Sample the patches of one item (see the class docstring)."""
-        d = dict(data)
-        keys = list(self.key_iterator(d))
-        if not keys:
-            raise MammoDataError(f"none of the keys {list(self.keys)} is in the data")
-        img = d[keys[0]]
-        shape = (int(img.shape[-2]), int(img.shape[-1]))
-        findings = d.pop(self.findings_key, None) or []
-        breast = d.pop(self.breast_mask_key, None)
-        source = _source_of(img)
-        masks = [_finding_mask(f, shape, source) for f in findings]
-        boxes, report = self.sampler.sample_boxes(
-            img, masks, [_finding_label(f) for f in findings], breast, source
-        )
+        item = self.unpack(data)
+        labels = [_finding_label(f) for f in item.findings]
+        boxes, report = self.sampler.sample_boxes(item.image, item.masks, labels, item.breast, item.source)
         if not boxes:
-            raise _no_patches(report, source)
+            raise _no_patches(report, item.source)
         report_json = json.dumps(report)
-        rest = {k: v for k, v in d.items() if k not in keys}
         out: list[dict[Hashable, Any]] = []
         for class_id, start in boxes:
-            sample: dict[Hashable, Any] = deepcopy(rest)
-            for key in keys:
-                sample[key] = self.sampler.crop(d[key], start)
+            sample: dict[Hashable, Any] = deepcopy(item.rest)
+            for key in item.keys:
+                sample[key] = self.sampler.crop(item.data[key], start)
             sample[self.label_key] = class_id
             sample["patch_box"] = _patch_box(start, self.sampler.patch_size)
             sample["sampling_report"] = report_json
