@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -203,8 +204,6 @@ def pack_bundle(
         (stage / "models").mkdir()
         torch.save(state, stage / "models" / "model.pt")
         if torchscript:
-            import json
-
             network = _network(stage)
             network.load_state_dict(state)
             metadata = json.loads((stage / "configs" / "metadata.json").read_text())
@@ -298,8 +297,6 @@ def config_code(config: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def _collect_code(root: Path, report: VerifyReport) -> None:
-    import json
-
     for path in sorted((root / "configs").glob("*.json")):
         try:
             content = json.loads(path.read_text())
@@ -310,8 +307,6 @@ def _collect_code(root: Path, report: VerifyReport) -> None:
 
 
 def _check_forward(root: Path, report: VerifyReport) -> None:
-    import json
-
     metadata = json.loads((root / "configs" / "metadata.json").read_text())
     network = _network(root)
     network.load_state_dict(_state_dict(root / "models" / "model.pt"))
