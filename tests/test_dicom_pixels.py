@@ -205,6 +205,19 @@ def test_truncated_header_names_the_file(tmp_path):
     assert str(path) in str(info.value)
 
 
+def test_undecodable_element_names_the_file(tmp_path):
+    """A damaged value representation (found by fuzzing) fails in read_dicom, not on later access."""
+    path = _write(tmp_path)
+    raw = path.read_bytes()
+    tag = b"\x28\x00\x04\x00CS"  # (0028,0004) PhotometricInterpretation, explicit VR little endian
+    assert raw.count(tag) == 1
+    path.write_bytes(raw.replace(tag, b"\x28\x00\x04\x00C\x00"))
+    for header_only in (False, True):
+        with pytest.raises(MammoDataError, match="Unknown Value Representation") as info:
+            read_dicom(path, stop_before_pixels=header_only)
+        assert info.value.source == str(path)
+
+
 def test_garbage_is_not_dicom(tmp_path):
     path = tmp_path / "garbage.dcm"
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())

@@ -41,7 +41,7 @@ from monai_mammo.data.synthetic.writers.inbreast import write_inbreast
 from monai_mammo.exceptions import MammoError, MammoSkip
 
 #: number of fuzz tests sharing the example budget
-N_FUZZ_TESTS = 8
+N_FUZZ_TESTS = 10
 #: examples per test in the default (fast) suite: a few hundred in total
 FAST_EXAMPLES = 40
 #: examples per test in the slow run: ``MAMMO_FUZZ_EXAMPLES`` (default 10,000) spread over the tests
@@ -126,8 +126,14 @@ def workdir() -> Iterator[Path]:
 def valid_dicom(workdir: Path) -> bytes:
     """The bytes of a valid DICOM mammogram written from a synthetic phantom."""
     phantom = synthesize_mammogram(7, shape=(128, 96), text_markers=False)
-    path = write_mammogram_dicom(
-        workdir / "valid.dcm", phantom.pixels, bits_stored=phantom.bits_stored, window=phantom.window
+    path = write_mammogram_dicom(  # fixed UIDs: the same bytes, hence the same mutations, on every run
+        workdir / "valid.dcm",
+        phantom.pixels,
+        bits_stored=phantom.bits_stored,
+        window=phantom.window,
+        study_uid="1.2.826.0.1.3680043.10.1",
+        series_uid="1.2.826.0.1.3680043.10.1.1",
+        sop_uid="1.2.826.0.1.3680043.10.1.1.1",
     )
     return path.read_bytes()
 
@@ -149,6 +155,25 @@ def cbis_rows(cbis_root: Path) -> list[list[str]]:
 def inbreast_root(workdir: Path) -> Path:
     """A one-patient synthetic INbreast folder."""
     return write_inbreast(workdir / "inbreast", n_patients=1, seed=2, image_shape=(128, 96))
+
+
+@pytest.fixture(scope="module", params=["rle", "jpeg2000"])
+def compressed_dicom(request: pytest.FixtureRequest, workdir: Path) -> bytes:
+    """The bytes of a valid RLE- or JPEG 2000-compressed DICOM mammogram (fixed UIDs)."""
+    if request.param == "jpeg2000":
+        pytest.importorskip("openjpeg", reason="the dicom-codecs extra (pylibjpeg-openjpeg) is not installed")
+    phantom = synthesize_mammogram(8, shape=(128, 96), text_markers=False)
+    path = write_mammogram_dicom(
+        workdir / f"valid_{request.param}.dcm",
+        phantom.pixels,
+        bits_stored=phantom.bits_stored,
+        window=phantom.window,
+        transfer_syntax=request.param,
+        study_uid="1.2.826.0.1.3680043.10.2",
+        series_uid="1.2.826.0.1.3680043.10.2.1",
+        sop_uid="1.2.826.0.1.3680043.10.2.1.1",
+    )
+    return path.read_bytes()
 
 
 def _assert_only_mammo_errors(call: Callable[[], Any]) -> Any:
@@ -215,6 +240,13 @@ DICOM_TAGS = st.fixed_dictionaries(
 @given(flips=_mutations(16), cut=st.one_of(st.none(), st.integers(0, 2**20)))
 def test_fuzz_dicom_bytes(workdir: Path, valid_dicom: bytes, flips, cut) -> None:
     _dicom_bytes_case(workdir, valid_dicom, flips, cut)
+
+
+@FAST
+@given(flips=_mutations(16), cut=st.one_of(st.none(), st.integers(0, 2**20)))
+def test_fuzz_compressed_dicom_bytes(workdir: Path, compressed_dicom: bytes, flips, cut) -> None:
+    """Damaged RLE / JPEG 2000 pixel data (and headers) reach the decoders: only project errors."""
+    _dicom_bytes_case(workdir, compressed_dicom, flips, cut)
 
 
 @FAST
@@ -482,6 +514,13 @@ def test_fuzz_bbox_csv(workdir: Path, edits, check_files) -> None:
 @given(flips=_mutations(32), cut=st.one_of(st.none(), st.integers(0, 2**20)))
 def test_fuzz_dicom_bytes_slow(workdir: Path, valid_dicom: bytes, flips, cut) -> None:
     _dicom_bytes_case(workdir, valid_dicom, flips, cut)
+
+
+@pytest.mark.slow
+@SLOW
+@given(flips=_mutations(32), cut=st.one_of(st.none(), st.integers(0, 2**20)))
+def test_fuzz_compressed_dicom_bytes_slow(workdir: Path, compressed_dicom: bytes, flips, cut) -> None:
+    _dicom_bytes_case(workdir, compressed_dicom, flips, cut)
 
 
 @pytest.mark.slow

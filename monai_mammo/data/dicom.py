@@ -94,30 +94,47 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
     return header[128:132] == b"DICM"
 
 
-def read_dicom(path: str | os.PathLike) -> Dataset:
-    """Read a DICOM Part 10 file (pixel data included, not decoded yet).
+def _decode_all_elements(ds: Dataset) -> None:
+    """Convert every raw data element now (pydicom decodes lazily, on first access).
+
+    A damaged element (unknown VR, undecodable value, broken sequence) then fails here, inside
+    :func:`read_dicom`'s error handling, instead of on some later attribute access.
+    """
+    ds.walk(lambda _dataset, _element: None)
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is not None:
+        file_meta.walk(lambda _dataset, _element: None)
+
+
+def read_dicom(path: str | os.PathLike, stop_before_pixels: bool = False) -> Dataset:
+    """Read a DICOM Part 10 file (pixel data included, not decoded yet) with every element decoded.
 
     Args:
         path: the ``.dcm`` file.
+        stop_before_pixels: read the header only (no Pixel Data element).
 
     Returns:
-        The dataset.
+        The dataset; all its data elements are already converted, so attribute access cannot
+        fail later on a damaged element.
 
     Raises:
-        MammoDataError: missing file, not a DICOM file, or a truncated/corrupt header.
+        MammoDataError: missing file, not a DICOM file, a truncated/corrupt header or a data
+            element that cannot be decoded (e.g. an unknown value representation).
 
     Example::
 
         ds = read_dicom("1-1.dcm")
     """
     try:
-        return pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        _decode_all_elements(ds)
     except FileNotFoundError as exc:
         raise MammoDataError("file not found", path) from exc
     except InvalidDicomError as exc:
         raise MammoDataError(f"not a DICOM file (no DICM preamble / file meta): {exc}", path) from exc
-    except Exception as exc:  # pydicom raises EOFError, struct.error, OSError, ... on damaged files
+    except Exception as exc:  # pydicom raises EOFError, struct.error, NotImplementedError, ... on damage
         raise MammoDataError(f"unreadable DICOM file (truncated or corrupt?): {exc!r}", path) from exc
+    return ds
 
 
 def _sop_class(ds: Dataset) -> str:

@@ -208,13 +208,13 @@ def _array_digest(arr: np.ndarray) -> str:
 
 
 def _dicom_signature(path: Path, criteria: Sequence[str], read_pixels: bool) -> dict[str, str]:
-    import pydicom
+    from monai_mammo.data.dicom import read_dicom
 
     if "pixel_hash" not in criteria:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_dicom(path, stop_before_pixels=True)
         uid = ds.get("SOPInstanceUID")
         return {"sop_instance_uid": str(uid)} if uid else {}
-    ds = pydicom.dcmread(path)
+    ds = read_dicom(path)
     out = {}
     uid = ds.get("SOPInstanceUID")
     if uid and "sop_instance_uid" in criteria:

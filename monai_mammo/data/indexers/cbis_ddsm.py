@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
+from monai_mammo.data.dicom import read_dicom
 from monai_mammo.data.indexers.common import IndexResult, IndexSummary, OnError
 from monai_mammo.data.schema import patch_class
 from monai_mammo.exceptions import MammoConfigError, MammoDataError, MammoSkip
@@ -577,7 +578,7 @@ class _Resolver:
 
 def _read_header(path: Path) -> _Header | MammoSkip:
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_dicom(path, stop_before_pixels=True)
         rows, columns = int(ds.Rows), int(ds.Columns)
         bits = int(ds.get("BitsAllocated", 16))
         intent = str(ds.get("PresentationIntentType", "")).strip().upper()

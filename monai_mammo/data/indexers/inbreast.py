@@ -42,6 +42,7 @@ import numpy as np
 import pydicom
 from skimage.draw import polygon, polygon_perimeter
 
+from monai_mammo.data.dicom import read_dicom
 from monai_mammo.data.indexers.common import IndexResult, IndexSummary, OnError
 from monai_mammo.data.schema import patch_class
 from monai_mammo.exceptions import MammoConfigError, MammoDataError, MammoSkip
@@ -257,10 +258,10 @@ def _dicom_index(folder: Path) -> dict[str, list[tuple[Path, str]]]:
 def _read_header(path: Path, check_files: bool) -> pydicom.Dataset:
     """The DICOM header (no pixels); with ``check_files`` also check the file is not truncated."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_dicom(path, stop_before_pixels=True)
         shape = (int(ds.Rows), int(ds.Columns))
         compressed = ds.file_meta.TransferSyntaxUID.is_compressed
-    except (pydicom.errors.InvalidDicomError, OSError, AttributeError, ValueError, TypeError) as exc:
+    except (MammoDataError, AttributeError, ValueError, TypeError) as exc:
         raise MammoSkip(f"unreadable DICOM header: {exc}", path, reason="unreadable_dicom") from exc
     if check_files and not compressed:
         expected = (
