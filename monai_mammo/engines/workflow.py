@@ -69,15 +69,19 @@ def ensure_dataset(
 ) -> str:
     """Return ``dataset_dir``, generating the synthetic dataset first when it is the synthetic cache folder.
 
-    A user's ``--dataset_dir`` (any other folder) is only read, never written.
+    A user's ``--dataset_dir`` (any other folder, or a datalist JSON with
+    ``dataset_format="datalist"``) is only read, never written.
 
     Raises:
-        MammoDataError: a user folder that does not exist.
+        MammoDataError: a user folder (or datalist JSON) that does not exist.
     """
-    from monai_mammo.data.prepare import ensure_synthetic_dataset
+    from monai_mammo.data.prepare import DATALIST_FORMAT, ensure_synthetic_dataset
 
     if os.path.abspath(dataset_dir) == os.path.abspath(synthetic_dir):
         ensure_synthetic_dataset(synthetic_dir, dataset_format, **synthetic)
+    elif dataset_format == DATALIST_FORMAT:
+        if not os.path.isfile(dataset_dir):
+            raise MammoDataError("datalist JSON not found (dataset_format 'datalist')", dataset_dir)
     elif not os.path.isdir(dataset_dir):
         raise MammoDataError(f"dataset folder not found (dataset_format {dataset_format!r})", dataset_dir)
     return str(dataset_dir)
