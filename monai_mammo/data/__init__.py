@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from monai_mammo.data.caching import (
+    CACHE_MODES,
+    MetaPersistentDataset,
+    cached_dataset,
+    cached_prefix,
+    transform_fingerprint,
+)
 from monai_mammo.data.dicom_writer import (
     MG_FOR_PRESENTATION,
     MG_FOR_PROCESSING,
@@ -9,9 +16,11 @@ from monai_mammo.data.dicom_writer import (
     write_mammogram_dicom,
 )
 from monai_mammo.data.prepare import (
+    DATALIST_FORMAT,
     SYNTHETIC_MARKER,
     datalist_digest,
     ensure_synthetic_dataset,
+    load_user_datalist,
     prepare_datalist,
 )
 from monai_mammo.data.readers import (
@@ -48,6 +57,13 @@ from monai_mammo.data.splits import (
 )
 
 __all__ = [
+    "CACHE_MODES",
+    "MetaPersistentDataset",
+    "cached_dataset",
+    "cached_prefix",
+    "transform_fingerprint",
+    "DATALIST_FORMAT",
+    "load_user_datalist",
     "PatchClass",
     "FINDING_TYPES",
     "PATHOLOGIES",
