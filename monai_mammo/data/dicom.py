@@ -223,9 +223,16 @@ def stored_pixels(ds: Dataset, source: str | os.PathLike | None = None) -> np.nd
     Raises:
         MammoDependencyError: compressed pixel data without an available decoder (the message
             names the transfer syntax and, for JPEG 2000, the ``dicom-codecs`` extra).
-        MammoDataError: no pixel data, not greyscale, multi-frame, or truncated/corrupt pixel data.
+        MammoDataError: no integer pixel data (absent, or float pixel data), not greyscale,
+            multi-frame, or truncated/corrupt pixel data.
     """
     if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise MammoDataError(
+                "float pixel data (FloatPixelData/DoubleFloatPixelData) is not supported: "
+                "a mammogram stores integer values in PixelData",
+                source,
+            )
         raise MammoDataError("no PixelData element (not an image, or a truncated file)", source)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in _MONOCHROME or int(ds.get("SamplesPerPixel", 1)) != 1:
@@ -330,7 +337,8 @@ def display_pixels(
 
     Raises:
         MammoDependencyError: compressed pixel data without an available decoder.
-        MammoDataError: unreadable pixel data or an invalid VOI LUT / window.
+        MammoDataError: unreadable pixel data, an invalid VOI LUT / window, or a rescale or
+            window that turns pixel values into NaN/inf.
 
     Example::
 
@@ -347,6 +355,12 @@ def display_pixels(
         values = np.asarray(voi_values, dtype=np.float64)
     if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
         values = (low + high) - values
+    if not (math.isfinite(low) and math.isfinite(high) and np.isfinite(values).all()):
+        raise MammoDataError(
+            "non-finite (NaN/inf) pixel values after the modality LUT / VOI: check RescaleSlope, "
+            "RescaleIntercept, WindowCenter and WindowWidth",
+            source,
+        )
     padding = _padding_mask(ds, stored)
     if padding is not None:
         values[padding] = low

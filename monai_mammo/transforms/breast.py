@@ -40,7 +40,7 @@ from monai.transforms import InvertibleTransform, MapTransform
 from monai.transforms.utils import create_translate
 from monai.utils import TraceKeys, TransformBackends, convert_to_tensor
 
-from monai_mammo.exceptions import MammoConfigError, MammoGeometryError
+from monai_mammo.exceptions import MammoConfigError, MammoDataError, MammoGeometryError
 
 __all__ = [
     "WINDOW_LOCATION_KEY",
@@ -158,6 +158,15 @@ def foreground_threshold(image: np.ndarray, mode: ForegroundMode = "nyu") -> flo
         return lo
     scaled = np.log1p(_OTSU_LOG_GAIN * (np.clip(sample, lo, hi) - lo) / (hi - lo))
     return lo + float(np.expm1(_otsu(scaled))) / _OTSU_LOG_GAIN * (hi - lo)
+
+
+def _check_pixels(image: np.ndarray, source: Any) -> None:
+    """Reject an empty image (no pixels) or a float image holding NaN/inf, naming ``source``."""
+    if image.size == 0:
+        raise MammoGeometryError(f"empty image of shape {tuple(image.shape)}: no pixels", source)
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        raise MammoDataError(f"{bad} non-finite (NaN/inf) pixel value(s)", source)
 
 
 def open_largest_component(mask: np.ndarray, radius: int) -> tuple[tuple[int, int], np.ndarray] | None:
@@ -310,8 +319,9 @@ def find_breast(
         The :class:`BreastGeometry`.
 
     Raises:
-        MammoGeometryError: not a 2D image, no foreground, nothing left after erosion, or a chest-wall
-            side that cannot be told from the pixels.
+        MammoGeometryError: not a 2D image, an empty image, no foreground, nothing left after erosion,
+            or a chest-wall side that cannot be told from the pixels.
+        MammoDataError: NaN/inf pixel values.
 
     Example:
         >>> img = np.zeros((600, 500), np.uint16); img[100:500, :300] = 1000
@@ -320,6 +330,7 @@ def find_breast(
     """
     if image.ndim != 2:
         raise MammoGeometryError(f"expected a 2D image, got shape {tuple(image.shape)}", source)
+    _check_pixels(image, source)
     height, width = image.shape
     threshold = foreground_threshold(image, mode)
     foreground = image > threshold
@@ -368,9 +379,9 @@ def find_breast(
 
 
 def _spatial_shape(img: Any) -> tuple[int, int]:
-    if img.ndim != 3:
+    if img.ndim != 3 or 0 in tuple(img.shape[1:]):
         raise MammoGeometryError(
-            f"expected a channel-first 2D image (C, H, W), got shape {tuple(img.shape)}",
+            f"expected a channel-first 2D image (C, H, W) with pixels, got shape {tuple(img.shape)}",
             _meta_of(img).get("filename_or_obj"),
         )
     return int(img.shape[1]), int(img.shape[2])
@@ -531,8 +542,9 @@ class CropBreast(InvertibleTransform):
             The :class:`BreastGeometry`.
 
         Raises:
-            MammoGeometryError: no breast found, not a 2D image, or missing laterality with
-                ``side="metadata"``; the message names ``filename_or_obj``.
+            MammoGeometryError: no breast found, not a 2D image, an empty image, or missing
+                laterality with ``side="metadata"``; the message names ``filename_or_obj``.
+            MammoDataError: NaN/inf pixel values (naming ``filename_or_obj``).
         """
         meta = _meta_of(img) if meta is None else dict(meta)
         source = meta.get("filename_or_obj")
@@ -766,8 +778,9 @@ class OrientBreast(InvertibleTransform):
             ``"left"`` or ``"right"``.
 
         Raises:
-            MammoGeometryError: missing laterality with ``side="metadata"``, blank image or an
-                undecidable side in pixel mode.
+            MammoGeometryError: missing laterality with ``side="metadata"``, an empty image, or
+                in pixel mode a blank image or an undecidable side.
+            MammoDataError: NaN/inf pixel values in pixel mode (naming ``filename_or_obj``).
         """
         meta = _meta_of(img) if meta is None else dict(meta)
         _spatial_shape(img)
@@ -775,6 +788,7 @@ class OrientBreast(InvertibleTransform):
         if side is not None:
             return side
         plane = _channel_2d(img, self.channel)
+        _check_pixels(plane, meta.get("filename_or_obj"))
         foreground = plane > foreground_threshold(plane, self.foreground)
         if not foreground.any():
             raise MammoGeometryError(

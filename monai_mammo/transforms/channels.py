@@ -229,7 +229,7 @@ class StackHeatmaps(Transform):
             source = str(heatmap)
             array = load_heatmap_nifti(heatmap)
         else:
-            source = f"{name} heatmap array"
+            source = f"{name} heatmap array for the image{image_name}"
             array = _check_map(np.asarray(convert_data_type(heatmap, np.ndarray)[0]), source)
         if tuple(array.shape) != shape:
             raise MammoDataError(
@@ -261,9 +261,11 @@ class StackHeatmaps(Transform):
                 and both shapes).
             MammoConfigError: a heatmap is not given and cannot be derived.
         """
-        if img.ndim != 3 or img.shape[0] != 1:
-            raise MammoDataError(f"expected a channel-first (1, H, W) image, got shape {tuple(img.shape)}")
         filename = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+        if img.ndim != 3 or img.shape[0] != 1:
+            raise MammoDataError(
+                f"expected a channel-first (1, H, W) image, got shape {tuple(img.shape)}", filename
+            )
         image_name = f" {filename}" if filename else ""
         if benign is None or malignant is None:
             default_benign, default_malignant = self._default_paths(img)

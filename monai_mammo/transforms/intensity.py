@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import (
     Compose,
@@ -175,16 +176,18 @@ class StandardizeImageChannel(Transform):
             A floating (Meta)Tensor of the same shape.
 
         Raises:
-            MammoDataError: ``img`` has no channel ``channel`` or the channel is not finite.
+            MammoDataError: ``img`` has no channel ``channel`` or the channel is not finite (the
+                message names the MetaTensor's ``filename_or_obj``).
         """
         out = _as_float(img).clone()
+        source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
         if out.ndim < 2 or not -out.shape[0] <= self.channel < out.shape[0]:
             raise MammoDataError(
-                f"cannot standardise channel {self.channel} of an image of shape {tuple(out.shape)}"
+                f"cannot standardise channel {self.channel} of an image of shape {tuple(out.shape)}", source
             )
         x = out[self.channel]
         if not bool(torch.isfinite(x).all()):
-            raise MammoDataError(f"channel {self.channel} contains NaN/inf values")
+            raise MammoDataError(f"channel {self.channel} contains NaN/inf values", source)
         std = torch.clamp(x.std(unbiased=False), min=self.eps)
         out[self.channel] = (x - x.mean()) / std
         return out

@@ -189,7 +189,8 @@ def breast_region(image: NdarrayOrTensor, source: str | None = None) -> np.ndarr
         (H, W) boolean mask of the breast.
 
     Raises:
-        MammoGeometryError: the image is constant (no breast region).
+        MammoGeometryError: the image is empty or constant (no breast region).
+        MammoDataError: the image holds NaN/inf values.
 
     Example:
         >>> img = np.zeros((1, 64, 48), np.float32); img[0, 10:50, :30] = 1.0
@@ -198,6 +199,10 @@ def breast_region(image: NdarrayOrTensor, source: str | None = None) -> np.ndarr
     """
     arr = _as_numpy(image)
     plane = arr[0] if arr.ndim == 3 else arr
+    if plane.size == 0:
+        raise MammoGeometryError(f"empty image of shape {tuple(arr.shape)}: no breast region", source)
+    if plane.dtype.kind == "f" and not np.isfinite(plane).all():
+        raise MammoDataError("NaN/inf pixel values: no breast region can be found", source)
     lo, hi = float(plane.min()), float(plane.max())
     if not hi > lo:
         raise MammoGeometryError("constant image: no breast region to sample from", source)
@@ -299,14 +304,16 @@ class SamplePatches(Randomizable, Transform):
     S1: one patch centred on the ROI centroid (of the largest contour). Then ``n_background`` background patches (see the module docstring for the
     ``"improved"`` and ``"reference"`` rules). In improved mode a background patch must
     contain **zero** pixels of any ROI (stricter than the 0.35 rule; ``bkg_cutoff`` only
-    applies in reference mode) and be centred inside the breast.
+    applies in reference mode) and be centred inside the breast; a finding whose mask lies
+    entirely outside the breast is skipped (reason ``mask_outside_breast``: a misregistered
+    or mirrored annotation would otherwise give lesion-labelled background patches).
 
     Every finding gets an entry in the sampling report (JSON string under
     ``"sampling_report"`` of every sample, so that batches still collate): ``finding_index``
     (-1 for background), ``class_id``, ``status`` (``ok``, ``relaxed``, ``partial``,
     ``skipped``), ``reason`` (the :class:`MammoSkip` reason code: ``empty_mask``,
-    ``unknown_class``, ``cutoff_exhausted``, ``background_exhausted``), ``message``,
-    ``n_patches`` and ``min_cutoff``.
+    ``unknown_class``, ``mask_outside_breast``, ``cutoff_exhausted``,
+    ``background_exhausted``), ``message``, ``n_patches`` and ``min_cutoff``.
 
     Args:
         patch_size: side of the square patches in pixels.
@@ -407,8 +414,10 @@ class SamplePatches(Randomizable, Transform):
 
         Raises:
             MammoDataError: masks and classes differ in number, a mask's shape differs from
-                the image, or a class id is not a finding class.
-            MammoGeometryError: improved mode and the image is constant (no breast).
+                the image, a class id is not a finding class, or (improved mode) the image
+                holds NaN/inf values.
+            MammoGeometryError: improved mode and the image is empty or constant (no breast)
+                or the breast mask is empty.
         """
         if randomize:
             self.randomize()
@@ -422,11 +431,15 @@ class SamplePatches(Randomizable, Transform):
         report: list[dict[str, Any]] = []
         rois: list[_Roi | None] = []
         first_state: np.random.RandomState | None = None  # reference mode: the first abnormality's stream
-        for index, (mask, class_id) in enumerate(zip(masks, classes)):
-            roi = None
-            if mask is not None:
-                plane = _mask_2d(mask, shape, f"mask of finding {index}", source)
-                roi = _Roi(plane) if plane.any() else None
+        planes = [
+            None if mask is None else _mask_2d(mask, shape, f"mask of finding {index}", source)
+            for index, mask in enumerate(masks)
+        ]
+        breast = None
+        if self.mode == "improved" and (self.n_background or any(p is not None and p.any() for p in planes)):
+            breast = self._breast(img, breast_mask, shape, source)
+        for index, (plane, class_id) in enumerate(zip(planes, classes)):
+            roi = _Roi(plane) if plane is not None and plane.any() else None
             rois.append(roi)
             if class_id is not None and int(class_id) not in range(1, len(PatchClass)):
                 raise MammoDataError(
@@ -440,6 +453,14 @@ class SamplePatches(Randomizable, Transform):
                     else MammoSkip(f"finding {index}: unknown class", source, reason="unknown_class")
                 )
                 report.append(_report_entry(index, cid, "skipped", 0, [], missing))
+                continue
+            if breast is not None and plane is not None and not (plane & breast).any():
+                outside = MammoSkip(
+                    f"finding {index}: ROI mask lies entirely outside the breast",
+                    source,
+                    reason="mask_outside_breast",
+                )
+                report.append(_report_entry(index, cid, "skipped", 0, [], outside))
                 continue
             if self.patch_set == "S1":
                 cy, cx = (int(math.floor(c + 0.5)) for c in roi.centroid)
@@ -478,7 +499,7 @@ class SamplePatches(Randomizable, Transform):
                     )
                 )
         if self.n_background:
-            centres, done = self._background(img, rois, breast_mask, shape, image_id, source, first_state)
+            centres, done = self._background(rois, breast, shape, image_id, first_state)
             draws.extend(PatchDraw(c, int(PatchClass.BACKGROUND), -1, math.nan) for c in centres)
             skip: MammoSkip | None = None
             if not done:
@@ -491,14 +512,31 @@ class SamplePatches(Randomizable, Transform):
             report.append(_report_entry(-1, int(PatchClass.BACKGROUND), status, len(centres), [], skip))
         return draws, report
 
+    @staticmethod
+    def _breast(
+        img: NdarrayOrTensor, breast_mask: NdarrayOrTensor | None, shape: tuple[int, int], source: str | None
+    ) -> np.ndarray:
+        """The (H, W) breast mask: ``breast_mask`` when given, else :func:`breast_region` of ``img``.
+
+        Raises:
+            MammoGeometryError: empty breast mask, or an empty or constant image.
+            MammoDataError: a breast mask of another shape, or NaN/inf pixel values.
+        """
+        breast = (
+            breast_region(img, source)
+            if breast_mask is None
+            else _mask_2d(breast_mask, shape, "breast mask", source)
+        )
+        if not breast.any():
+            raise MammoGeometryError("empty breast mask: no breast to sample from", source)
+        return breast
+
     def _background(
         self,
-        img: NdarrayOrTensor,
         rois: list[_Roi | None],
-        breast_mask: NdarrayOrTensor | None,
+        breast: np.ndarray | None,
         shape: tuple[int, int],
         image_id: int,
-        source: str | None,
         first_state: np.random.RandomState | None,
     ) -> tuple[list[tuple[int, int]], bool]:
         ps = self.patch_size
@@ -522,15 +560,9 @@ class SamplePatches(Randomizable, Transform):
                 unique=False,
             )
             return centres, done
-        breast = (
-            breast_region(img, source)
-            if breast_mask is None
-            else _mask_2d(breast_mask, shape, "breast mask", source)
-        )
+        assert breast is not None  # computed by sample_centres in improved mode
         rows = np.flatnonzero(breast.any(axis=1))
         cols = np.flatnonzero(breast.any(axis=0))
-        if rows.size == 0:
-            raise MammoGeometryError("empty breast mask: no background to sample", source)
         gen = self._generator(image_id, 0)
         valid = [r for r in rois if r is not None]
         half = ps // 2

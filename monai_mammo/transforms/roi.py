@@ -93,6 +93,15 @@ def _per_channel(img: NdarrayOrTensor, fn: Any) -> NdarrayOrTensor:
     return convert_to_dst_type(out, img, dtype=out.dtype)[0]
 
 
+def _require_pixels(img: NdarrayOrTensor, what: str) -> None:
+    """Reject an image without pixels or with NaN/inf values (OpenCV and min-max would crash or spread them)."""
+    if 0 in tuple(img.shape[-2:]):
+        raise MammoDataError(f"{what} got an empty image of shape {tuple(img.shape)}", _source(img))
+    data = img if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img))
+    if data.is_floating_point() and not bool(torch.isfinite(data).all()):
+        raise MammoDataError(f"{what} got NaN/inf pixel values", _source(img))
+
+
 def _require_uint8(img: NdarrayOrTensor, what: str, allow_uint16: bool = False) -> None:
     dtype = str(img.dtype).replace("torch.", "")
     allowed = ("uint8", "uint16") if allow_uint16 else ("uint8",)
@@ -106,6 +115,9 @@ class MinMaxToUint8(Transform):
     """Min-max normalise to [0, 255] and round to uint8 (MONAI :class:`ScaleIntensity` + cast).
 
     A constant image becomes all zeros.
+
+    Raises:
+        MammoDataError: (on call) an empty image or NaN/inf values (naming ``filename_or_obj``).
 
     Example:
         >>> MinMaxToUint8()(np.array([[[0.0, 2.0, 4.0]]])).tolist()
@@ -124,6 +136,7 @@ class MinMaxToUint8(Transform):
         Returns:
             the uint8 image (a MetaTensor keeping the metadata when tracked).
         """
+        _require_pixels(img, "MinMaxToUint8")
         scaled = convert_to_tensor(self._scale(img), track_meta=get_track_meta())
         return torch.round(scaled).clamp_(0, 255).to(torch.uint8)
 
@@ -137,7 +150,7 @@ class CLAHE(Transform):
 
     Raises:
         MammoConfigError: non-positive parameters.
-        MammoDataError: (on call) input is not uint8 / uint16.
+        MammoDataError: (on call) input is not uint8 / uint16, or an empty image.
 
     Example:
         >>> out = CLAHE(clip_limit=2.0)(MinMaxToUint8()(np.random.rand(1, 64, 64)))
@@ -159,6 +172,7 @@ class CLAHE(Transform):
             the equalised image, same type and dtype.
         """
         _require_uint8(img, "CLAHE", allow_uint16=True)
+        _require_pixels(img, "CLAHE")
         # OpenCV's tile grid is (columns, rows)
         clahe = cv2.createCLAHE(clipLimit=self.clip_limit, tileGridSize=self.tile_grid_size[::-1])
         return _per_channel(img, clahe.apply)
@@ -288,6 +302,10 @@ class ResizeAreaCubic(Transform):
     Args:
         spatial_size: output ``(h, w)`` or one int for a square.
 
+    Raises:
+        MammoConfigError: a non-positive size.
+        MammoDataError: (on call) an empty image or NaN/inf values.
+
     Example:
         >>> ResizeAreaCubic(328)(np.zeros((1, 100, 120), np.uint8)).shape
         torch.Size([1, 328, 328])
@@ -310,6 +328,7 @@ class ResizeAreaCubic(Transform):
         Returns:
             the resized image (tensor; MetaTensor with updated affine when tracked).
         """
+        _require_pixels(img, "ResizeAreaCubic")
         in_size = (int(img.shape[-2]), int(img.shape[-1]))
         oh, ow = self.spatial_size
         upsampling = oh * ow > in_size[0] * in_size[1]
@@ -337,7 +356,7 @@ class NLMeansDenoise(Transform):
         search_window_size: odd search window size.
 
     Raises:
-        MammoDataError: (on call) input is not uint8.
+        MammoDataError: (on call) input is not uint8, or an empty image.
 
     Example:
         >>> out = NLMeansDenoise(h=10)(np.random.randint(0, 255, (1, 32, 32), dtype=np.uint8))
@@ -360,6 +379,7 @@ class NLMeansDenoise(Transform):
             the denoised image, same type and dtype.
         """
         _require_uint8(img, "NLMeansDenoise")
+        _require_pixels(img, "NLMeansDenoise")
         return _per_channel(
             img,
             lambda ch: cv2.fastNlMeansDenoising(
