@@ -244,3 +244,42 @@ def test_shen_bundle_skips_a_corrupt_training_image_and_logs_it(tmp_path, monkey
     assert [m.value for m in client.get_metric_history(stage.info.run_id, "val_skipped_samples")] == [0.0]
     path = client.download_artifacts(stage.info.run_id, "skipped_samples.json", str(tmp_path))
     assert [r["source"] for r in json.loads(Path(path).read_text())] == [str(bad)]
+
+
+def test_fit_classifier_skips_and_counts_a_corrupt_file(tmp_path, datalist):
+    """``fit_classifier`` (crossdb / sweep / mass ROI stages) wraps its loaders the same way."""
+    from monai.transforms import EnsureTyped
+
+    from monai_mammo.engines.roi_training import fit_classifier
+
+    items = [dict(item, label=float(item["label"])) for item in datalist]
+    transform = _transform(EnsureTyped("image", dtype=torch.float32, track_meta=False))
+    tracker = MLflowTracker(
+        "test", "skips", output_dir=tmp_path / "out", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"
+    )
+    tracker.start()
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1))
+    common = dict(epochs=2, lr=1e-3, transform_train=transform, transform_eval=transform, batch_size=3)
+    fit_classifier(
+        network,
+        items,
+        items[:3],
+        tracker=tracker,
+        stage="fit",
+        checkpoint_dir=tmp_path / "ckpt",
+        max_skip_fraction=0.5,
+        **common,
+    )
+    tracker.finish()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("skips").experiment_id])
+    run_id = next(r for r in runs if r.data.tags.get("stage") == "fit").info.run_id
+    for name in ("skipped_samples", "train_eval_skipped_samples", "val_skipped_samples"):
+        assert [m.value for m in client.get_metric_history(run_id, name)] == [1.0, 1.0], name
+    report = json.loads(next((tmp_path / "ckpt").rglob("skipped_samples.json")).read_text())
+    assert {r["source"] for r in report} == {datalist[BAD]["image"]}
+
+    with pytest.raises(MammoDataError) as info:
+        fit_classifier(network, items, items[:3], on_bad_sample="raise", **common)
+    assert info.value.source == datalist[BAD]["image"]

@@ -39,6 +39,7 @@ from monai.transforms import EnsureTyped
 from monai.utils import set_determinism
 from torch import nn
 
+from monai_mammo.data.skipping import SkipAwareCollate, SkipBadSamples
 from monai_mammo.engines.evaluation import positive_probability
 from monai_mammo.engines.handlers import (
     EarlyStopOnMetric,
@@ -47,6 +48,7 @@ from monai_mammo.engines.handlers import (
     atomic_save,
     output_loss,
 )
+from monai_mammo.engines.skipping import SkippedSamplesHandler
 from monai_mammo.engines.tracking import MLflowTracker
 from monai_mammo.engines.workflow import load_checkpoint
 from monai_mammo.exceptions import MammoConfigError, MammoDataError
@@ -576,13 +578,17 @@ def _loader(
     batch_size: int,
     shuffle: bool,
     num_workers: int,
+    on_bad_sample: str | None = None,
 ) -> DataLoader:
-    dataset = Dataset(data=list(items), transform=transform or _default_transform())
+    dataset: Any = Dataset(data=list(items), transform=transform or _default_transform())
+    extra: dict[str, Any] = {}
+    if on_bad_sample is not None:  # training and validation: bad samples skipped and counted
+        dataset, extra["collate_fn"] = SkipBadSamples(dataset, on_bad_sample), SkipAwareCollate()
     # a shuffled last batch of one sample would break batch norm in training mode: drop it
     # (one sample per epoch, a different one each epoch); evaluation keeps every sample
     drop_last = shuffle and len(items) % batch_size == 1 and len(items) > 1
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last, **extra
     )
 
 
@@ -615,6 +621,8 @@ def fit_classifier(
     seed: int = 0,
     amp: bool = False,
     nonfinite_loss: str = "stop",
+    on_bad_sample: str = "skip",
+    max_skip_fraction: float = 0.05,
 ) -> FitResult:
     """Train a one-logit binary classifier with MONAI's ``SupervisedTrainer``, evaluating every epoch.
 
@@ -661,6 +669,12 @@ def fit_classifier(
         seed: seeds MONAI, torch, numpy and the training transform's random state.
         amp: mixed precision (CUDA only).
         nonfinite_loss: ``"stop"`` or ``"skip"`` on a NaN/inf loss (:class:`NonFiniteLossGuard`).
+        on_bad_sample: a training/validation sample whose loading raises a project error:
+            ``"skip"`` (replaced by the next one, counted per epoch as ``skipped_samples``,
+            ``train_eval_skipped_samples`` and ``val_skipped_samples``, listed in an artifact)
+            or ``"raise"`` (:class:`~monai_mammo.data.skipping.SkipBadSamples`).
+        max_skip_fraction: stop with ``MammoTrainingError`` when more of an epoch is skipped
+            (:class:`~monai_mammo.engines.skipping.SkippedSamplesHandler`).
 
     Returns:
         The :class:`FitResult`.
@@ -702,20 +716,25 @@ def fit_classifier(
     opt = make_optimizer(optimizer, params, lr, weight_decay, **dict(optimizer_kwargs or {}))
     loss = WeightedBCEWithLogits(weights).to(torch_device)
 
-    train_loader = _loader(train_items, transform_train, batch_size, True, num_workers)
+    def skips(name: str) -> list[SkippedSamplesHandler]:
+        return [SkippedSamplesHandler(tracker, stage, name, max_skip_fraction, checkpoint_dir)]
+
+    train_loader = _loader(train_items, transform_train, batch_size, True, num_workers, on_bad_sample)
     train_evaluator = make_binary_evaluator(
         network,
-        _loader(train_items, transform_eval, batch_size, False, num_workers),
+        _loader(train_items, transform_eval, batch_size, False, num_workers, on_bad_sample),
         torch_device,
         threshold,
         use_amp,
+        handlers=skips("train_eval_skipped_samples"),
     )
     val_evaluator = make_binary_evaluator(
         network,
-        _loader(val_items, transform_eval, batch_size, False, num_workers),
+        _loader(val_items, transform_eval, batch_size, False, num_workers, on_bad_sample),
         torch_device,
         threshold,
         use_amp,
+        handlers=skips("val_skipped_samples"),
     )
     statistics = EpochStatistics(train_evaluator, val_evaluator, tracker, stage, max_gap)
 
@@ -756,6 +775,7 @@ def fit_classifier(
             handlers.append(EarlyStopOnMetric(val_evaluator, monitor, early_stop_patience))
         handlers.append(ProgressLogger(stage or "fit", evaluator=val_evaluator))
         handlers.append(NonFiniteLossGuard(nonfinite_loss))
+        handlers.extend(skips("skipped_samples"))
         trainer = SupervisedTrainer(
             device=torch_device,
             max_epochs=epochs,
