@@ -45,6 +45,7 @@ import torch
 from monai_mammo.exceptions import MammoDataError
 
 __all__ = [
+    "REPO_ROOT",
     "add_common_arguments",
     "build_payload",
     "check_rows",

@@ -134,7 +134,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         peak = peak_rss_mib()
     summary = result.summary
     row = {
-        "rows": summary.rows_read,
+        "csv_rows": summary.rows_read,
         "images": summary.images,
         "findings": summary.findings,
         "skipped": len(summary.skipped),

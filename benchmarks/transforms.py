@@ -18,19 +18,19 @@ Measures, on the CPU:
     which also resets what ``getrusage`` reports for this process afterwards).
 
 Files are read from the page cache after the warm-up calls (a cold disk read is not measured).
-Prints a Markdown table; ``--json PATH`` also writes the figures.
+Prints a Markdown table; ``--json PATH`` also writes the payload of ``benchmarks/_common.py``.
+``--quick``: 5 timed calls instead of 20 (same code paths).
 
 Usage::
 
     python benchmarks/transforms.py --repeats 20 --workers 2 --json /tmp/transforms.json
+    python benchmarks/transforms.py --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import resource
 import statistics
 import tempfile
 import time
@@ -41,6 +41,15 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from _common import (
+    add_common_arguments,
+    build_payload,
+    children_peak_rss_mib,
+    current_rss_mib,
+    peak_rss_mib,
+    reset_peak_rss,
+    write_json,
+)
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.transforms import Compose
 
@@ -57,6 +66,7 @@ from monai_mammo.transforms import (
     OrientBreastd,
     SamplePatches,
 )
+from monai_mammo.transforms.breast import ForegroundMode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NYU_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "nyu_sample"
@@ -65,6 +75,8 @@ SAMPLING_SHAPE = (1152, 896)
 LOAD_TARGET = 4.0  # images/s, one core
 SAMPLING_TARGET = 50.0  # images/s, one core
 WARMUP = 2
+FULL_REPEATS = 20
+QUICK_REPEATS = 5
 
 
 def _median_ms(seconds: Sequence[float]) -> float:
@@ -89,7 +101,7 @@ def _row(
 
 
 def bench_load_crop_orient(
-    paths: Sequence[Path], mode: str, repeats: int, name: str, source: str
+    paths: Sequence[Path], mode: ForegroundMode, repeats: int, name: str, source: str
 ) -> dict[str, Any]:
     """(a): time each stage of load -> crop -> orient, cycling over ``paths``."""
     load, crop, orient = LoadMammogram(), CropBreast(mode=mode), OrientBreast()
@@ -113,7 +125,8 @@ def bench_load_crop_orient(
         totals.append(t3 - t0)
         shapes.add(tuple(oriented.shape[1:]))
     breakdown = {f"{k}_ms": round(_median_ms(v), 1) for k, v in stages.items()}
-    return _row(name, source, totals, LOAD_TARGET, crop_mode=mode, crop_shapes=sorted(shapes), **breakdown)
+    crop_shapes = ", ".join(f"{h} x {w}" for h, w in sorted(shapes))
+    return _row(name, source, totals, LOAD_TARGET, crop_mode=mode, crop_shapes=crop_shapes, **breakdown)
 
 
 def bench_sampling(repeats: int, seed: int = 0) -> dict[str, Any]:
@@ -146,7 +159,7 @@ def _unbatch(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def bench_loader(
-    paths: Sequence[Path], mode: str, workers: int, n_images: int, source: str
+    paths: Sequence[Path], mode: ForegroundMode, workers: int, n_images: int, source: str
 ) -> list[dict[str, Any]]:
     """(c): the same pipeline through a MONAI DataLoader with ``workers`` processes.
 
@@ -191,59 +204,16 @@ def write_synthetic_dicom(folder: Path, seed: int = 0) -> Path:
     )
 
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (``VmHWM``) to its current RSS; False where unsupported (non-Linux)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _current_rss_mib() -> float | None:
-    """``VmRSS`` of this process in MiB, None where unsupported."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024.0, 1)
-    except OSError:
-        pass
-    return None
-
-
-def _peak_rss_since_reset() -> float | None:
-    """``VmHWM`` of this process in MiB (the peak since :func:`_reset_peak_rss`), None where unsupported."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024.0, 1)
-    except OSError:
-        pass
-    return None
-
-
 def _measured(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` and add this process's RSS at the start and its peak during the call to its row(s)."""
-    supported = _reset_peak_rss()
-    start = _current_rss_mib()
+    supported = reset_peak_rss()
+    start = current_rss_mib()
     result = fn()
-    peak = _peak_rss_since_reset() if supported else None
+    peak = peak_rss_mib() if supported else None
     for row in result if isinstance(result, list) else [result]:
         row["rss_at_start_mib"] = start
         row["peak_rss_mib"] = peak
     return result
-
-
-def peak_rss_mib() -> dict[str, float]:
-    """(d): peak resident set size of this process and of its (largest) terminated child."""
-    to_mib = 1 / 1024.0 if platform.system() == "Linux" else 1 / 1024.0**2  # KiB on Linux, bytes on macOS
-    return {
-        "self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * to_mib, 1),
-        "children": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mib, 1),
-    }
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -284,73 +254,85 @@ def _on_one_core(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         cv2.setNumThreads(threads[1])
 
 
-def main() -> None:
-    """Run (a)-(d), print the Markdown table and the peak memory, optionally write JSON."""
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run (a)-(d), print the Markdown table and the peak memory, return the payload.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The JSON payload (also written to ``--json`` when given); the memory figures of (d)
+        are in its notes and in the ``peak_rss_mib`` / ``rss_at_start_mib`` columns.
+
+    Example::
+
+        payload = run(["--quick", "--workers", "1"])
+        [row["images_per_s"] for row in payload["rows"]]
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--repeats", type=int, default=20, help="timed calls per benchmark (after 2 warm-ups)"
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"timed calls per benchmark after 2 warm-ups (default {FULL_REPEATS}; --quick {QUICK_REPEATS})",
     )
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes for (c)")
     parser.add_argument("--nyu-dir", type=Path, default=NYU_SAMPLE, help="folder of the real NYU sample PNGs")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args()
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
 
-    baseline = _current_rss_mib()  # torch, MONAI and OpenCV imported, nothing loaded yet
+    baseline = current_rss_mib()  # torch, MONAI and OpenCV imported, nothing loaded yet
     rows: list[dict[str, Any]] = []
+    notes: list[str] = []
     real = sorted(args.nyu_dir.glob("1_*_CC.png")) if args.nyu_dir.is_dir() else []
     real_source = "real NYU PNG 3328 x 2560 16-bit (1_L_CC, 1_R_CC)"
     synth_source = "synthetic DICOM 3328 x 2560 16-bit (film)"
     single = "(a) load+crop+orient, 1 core"
     if not real:
-        print(f"note: {args.nyu_dir} not found; real-image rows skipped")
+        notes.append(f"{args.nyu_dir} not found; real-image rows skipped")
+        print(f"note: {notes[-1]}")
     with tempfile.TemporaryDirectory() as tmp:
         synthetic = [write_synthetic_dicom(Path(tmp))]
-        before = peak_rss_mib()["self"]  # the per-benchmark resets below also reset getrusage's figure
+        before = peak_rss_mib()  # the per-benchmark resets below also reset this figure
         if real:
             rows.append(
                 _measured(
                     lambda: _on_one_core(
-                        lambda: bench_load_crop_orient(real, "nyu", args.repeats, single, real_source)
+                        lambda: bench_load_crop_orient(real, "nyu", repeats, single, real_source)
                     )
                 )
             )
         rows.append(
             _measured(
                 lambda: _on_one_core(
-                    lambda: bench_load_crop_orient(synthetic, "otsu", args.repeats, single, synth_source)
+                    lambda: bench_load_crop_orient(synthetic, "otsu", repeats, single, synth_source)
                 )
             )
         )
-        rows.append(_measured(lambda: _on_one_core(lambda: bench_sampling(args.repeats))))
+        rows.append(_measured(lambda: _on_one_core(lambda: bench_sampling(repeats))))
         # (c): PyTorch gives each worker one thread; OpenCV is limited to one thread as well (the
         # setting is inherited by the forked workers), so N workers use about N cores
         cv2.setNumThreads(1)
-        n_images = max(args.repeats, 4 * max(args.workers, 1))
+        n_images = max(repeats, 4 * max(args.workers, 1))
         if real:
             rows.extend(_measured(lambda: bench_loader(real, "nyu", args.workers, n_images, real_source)))
         rows.extend(_measured(lambda: bench_loader(synthetic, "otsu", args.workers, n_images, synth_source)))
-    memory = peak_rss_mib()
-    memory["self"] = max([before] + [r["peak_rss_mib"] for r in rows if r.get("peak_rss_mib") is not None])
-    memory["self_before_benchmarks"] = before
-    memory["after_imports"] = baseline
-
+    peak = max([before] + [r["peak_rss_mib"] for r in rows if r.get("peak_rss_mib") is not None])
+    notes += [
+        f"(d) RSS of this process after the imports: {baseline} MiB; peak after writing the synthetic "
+        f"image: {before} MiB; peak over the run: {peak} MiB (per benchmark: peak_rss_mib)",
+        f"(d) peak RSS of the largest DataLoader worker: {children_peak_rss_mib()} MiB "
+        "(counts the pages it shares with the parent after the fork)",
+        f"torch {torch.__version__}, OpenCV {cv2.__version__}, {platform.processor() or platform.machine()}",
+    ]
     print(format_table(rows))
     print()
-    print(
-        f"(d) RSS of this process after the imports: {baseline} MiB; peak after writing the synthetic "
-        f"image: {before} MiB; peak over the run: {memory['self']} MiB (per benchmark: last column)"
-    )
-    print(
-        f"(d) peak RSS of the largest DataLoader worker: {memory['children']} MiB "
-        "(counts the pages it shares with the parent after the fork)"
-    )
-    print(
-        f"torch {torch.__version__}, OpenCV {cv2.__version__}, {platform.processor() or platform.machine()}"
-    )
+    print("\n".join(notes))
     if args.json is not None:
-        args.json.write_text(json.dumps({"results": rows, "peak_rss_mib": memory}, indent=2) + "\n")
-        print(f"written: {args.json}")
+        return write_json(args.json, "transforms", rows, args.quick, notes)
+    return build_payload("transforms", rows, args.quick, notes)
 
 
 if __name__ == "__main__":
-    main()
+    run()
