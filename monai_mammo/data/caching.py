@@ -5,7 +5,9 @@ costs about a quarter of a second per image on one core, every epoch. The determ
 the transform chain can instead be computed once and reused:
 
 - ``cache="none"`` (default): a plain :class:`monai.data.Dataset`, nothing is kept.
-- ``cache="memory"``: :class:`monai.data.CacheDataset`; every preprocessed item is held in RAM
+- ``cache="memory"``: :class:`monai.data.CacheDataset` (a
+      :class:`~monai_mammo.data.skipping.SkippingCacheDataset`: an item whose preprocessing
+      raises a project error is kept as that error, for :class:`~monai_mammo.data.skipping.SkipBadSamples`); every preprocessed item is held in RAM
   (computed when the dataset is built, by ``num_workers`` threads).
 - ``cache="disk"``: :class:`MetaPersistentDataset` (a :class:`monai.data.PersistentDataset`);
   each preprocessed item is written to ``cache_dir`` as a ``.pt`` file on first use and read
@@ -42,10 +44,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, Dataset, PersistentDataset, get_track_meta
+from monai.data import Dataset, PersistentDataset, get_track_meta
 from monai.transforms import Compose, RandomizableTrait, Transform
 from monai.utils import enums as monai_enums
 
+from monai_mammo.data.skipping import SkippingCacheDataset
 from monai_mammo.exceptions import MammoConfigError
 
 __all__ = [
@@ -295,7 +298,7 @@ def cached_dataset(
         progress: show a progress bar while the memory cache is computed.
 
     Returns:
-        :class:`monai.data.Dataset`, :class:`monai.data.CacheDataset` or
+        :class:`monai.data.Dataset`, :class:`~monai_mammo.data.skipping.SkippingCacheDataset` or
         :class:`MetaPersistentDataset`.
 
     Raises:
@@ -319,7 +322,7 @@ def cached_dataset(
             raise MammoConfigError("cache='disk' needs a cache_dir (folder of the cached items)", "cache_dir")
         return MetaPersistentDataset(data, transform, cache_dir=cache_dir)
     if cache == "memory":
-        return CacheDataset(
+        return SkippingCacheDataset(
             data, transform, cache_rate=cache_rate, num_workers=num_workers, progress=progress
         )
     return Dataset(data, transform)
