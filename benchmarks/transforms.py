@@ -3,13 +3,13 @@
 Measures, on the CPU:
 
 (a) images/s on ONE core (``torch.set_num_threads(1)``, ``cv2.setNumThreads(1)``) of
-    ``LoadMammogram -> CropBreast -> OrientBreast`` on 3328 x 2560 16-bit images: the real NYU
+    ``LoadMammogram -> CropBreast -> OrientBreast -> Resize`` (to 1152 x 896, area) on 3328 x 2560 16-bit images: the real NYU
     sample PNGs (``../shared/data/nyu_sample``, when present; ``"nyu"`` foreground mode) and a
     synthetic film-style DICOM written with ``write_mammogram_dicom`` from
     ``synthesize_mammogram`` (``"otsu"`` mode: its background is not zero). Target: >= 4 images/s.
 (b) images/s of S10 patch sampling (``SamplePatches``, 224-pixel patches, 10 per finding plus 10
     background) on a 1152 x 896 synthetic image with 2 findings. Target: >= 50 images/s.
-(c) the pipeline of (a) as ``LoadMammogramd -> CropBreastd -> OrientBreastd`` in a MONAI
+(c) the pipeline of (a) as ``LoadMammogramd -> CropBreastd -> OrientBreastd -> Resized`` in a MONAI
     ``Dataset`` + ``DataLoader`` with ``--workers`` worker processes (end to end, worker start
     included).
 (d) peak resident memory: ``resource.getrusage`` for this process (up to the first benchmark,
@@ -51,7 +51,7 @@ from _common import (
     write_json,
 )
 from monai.data import DataLoader, Dataset, MetaTensor
-from monai.transforms import Compose
+from monai.transforms import Compose, Resize, Resized
 
 from monai_mammo.data.dicom_writer import write_mammogram_dicom
 from monai_mammo.data.schema import PatchClass
@@ -72,6 +72,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NYU_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "nyu_sample"
 FULL_SHAPE = (3328, 2560)
 SAMPLING_SHAPE = (1152, 896)
+RESIZE_SHAPE = (1152, 896)  # the Shen et al. whole-image size
 LOAD_TARGET = 4.0  # images/s, one core
 SAMPLING_TARGET = 50.0  # images/s, one core
 WARMUP = 2
@@ -103,9 +104,10 @@ def _row(
 def bench_load_crop_orient(
     paths: Sequence[Path], mode: ForegroundMode, repeats: int, name: str, source: str
 ) -> dict[str, Any]:
-    """(a): time each stage of load -> crop -> orient, cycling over ``paths``."""
+    """(a): time each stage of load -> crop -> orient -> resize, cycling over ``paths``."""
     load, crop, orient = LoadMammogram(), CropBreast(mode=mode), OrientBreast()
-    stages: dict[str, list[float]] = {"load": [], "crop": [], "orient": []}
+    resize = Resize(RESIZE_SHAPE, mode="area")
+    stages: dict[str, list[float]] = {"load": [], "crop": [], "orient": [], "resize": []}
     totals: list[float] = []
     shapes = set()
     for i in range(WARMUP + repeats):
@@ -117,12 +119,15 @@ def bench_load_crop_orient(
         t2 = time.perf_counter()
         oriented = orient(cropped)
         t3 = time.perf_counter()
+        resize(oriented)
+        t4 = time.perf_counter()
         if i < WARMUP:
             continue
         stages["load"].append(t1 - t0)
         stages["crop"].append(t2 - t1)
         stages["orient"].append(t3 - t2)
-        totals.append(t3 - t0)
+        stages["resize"].append(t4 - t3)
+        totals.append(t4 - t0)
         shapes.add(tuple(oriented.shape[1:]))
     breakdown = {f"{k}_ms": round(_median_ms(v), 1) for k, v in stages.items()}
     crop_shapes = ", ".join(f"{h} x {w}" for h, w in sorted(shapes))
@@ -167,7 +172,14 @@ def bench_loader(
     the steady state. The main process's CPU time per image is recorded too (receiving the
     crops from the workers).
     """
-    transform = Compose([LoadMammogramd("image"), CropBreastd("image", mode=mode), OrientBreastd("image")])
+    transform = Compose(
+        [
+            LoadMammogramd("image"),
+            CropBreastd("image", mode=mode),
+            OrientBreastd("image"),
+            Resized("image", RESIZE_SHAPE, mode="area"),
+        ]
+    )
     items = [{"image": str(paths[i % len(paths)])} for i in range(n_images)]
     loader = DataLoader(
         Dataset(items, transform=transform),
@@ -227,13 +239,15 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         return str(value)
 
     lines = [
-        "| benchmark | input | n | median ms/image | load / crop / orient ms | images/s | target | met "
+        "| benchmark | input | n | median ms/image | load / crop / orient / resize ms | images/s | target | met "
         "| peak RSS MiB (at start) |",
         "|---|---|---:|---:|---|---:|---:|---|---:|",
     ]
     for r in rows:
         stages = (
-            " / ".join(cell(r.get(k)) for k in ("load_ms", "crop_ms", "orient_ms")) if "load_ms" in r else "-"
+            " / ".join(cell(r.get(k)) for k in ("load_ms", "crop_ms", "orient_ms", "resize_ms"))
+            if "load_ms" in r
+            else "-"
         )
         lines.append(
             f"| {r['benchmark']} | {r['input']} | {r['n']} | {cell(r['median_ms'])} | {stages} | "
@@ -288,7 +302,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     real = sorted(args.nyu_dir.glob("1_*_CC.png")) if args.nyu_dir.is_dir() else []
     real_source = "real NYU PNG 3328 x 2560 16-bit (1_L_CC, 1_R_CC)"
     synth_source = "synthetic DICOM 3328 x 2560 16-bit (film)"
-    single = "(a) load+crop+orient, 1 core"
+    single = "(a) load+crop+orient+resize, 1 core"
     if not real:
         notes.append(f"{args.nyu_dir} not found; real-image rows skipped")
         print(f"note: {notes[-1]}")
