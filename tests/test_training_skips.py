@@ -283,3 +283,26 @@ def test_fit_classifier_skips_and_counts_a_corrupt_file(tmp_path, datalist):
     with pytest.raises(MammoDataError) as info:
         fit_classifier(network, items, items[:3], on_bad_sample="raise", **common)
     assert info.value.source == datalist[BAD]["image"]
+
+
+def test_damaged_patch_cache_is_a_project_error_so_it_can_be_skipped(tmp_path):
+    from monai_mammo.engines.patches import PatchDataset
+
+    good, bad = tmp_path / "good.npy", tmp_path / "bad.npy"
+    np.save(good, np.zeros((2, 1, 4, 4), np.float32))
+    np.save(bad, np.zeros((2, 1, 4, 4), np.float32))
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated header
+    samples = [
+        {"image": str(good), "row": 0, "label": 0},
+        {"image": str(bad), "row": 0, "label": 1},
+        {"image": str(good), "row": 5, "label": 1},
+    ]
+    dataset = PatchDataset(samples)
+    assert dataset[0]["image"].shape == (1, 4, 4)
+    with pytest.raises(MammoDataError, match="unreadable patch cache file") as info:
+        dataset[1]
+    assert info.value.source == str(bad)
+    with pytest.raises(MammoDataError, match="row 5 is outside the 2 cached patches"):
+        dataset[2]
+    batches = list(DataLoader(SkipBadSamples(dataset), batch_size=3, collate_fn=SkipAwareCollate()))
+    assert {(r["index"], r["source"]) for r in batches[0][SKIPPED_KEY]} == {(1, str(bad)), (2, str(good))}

@@ -21,7 +21,7 @@ import torch
 from monai.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from monai_mammo.exceptions import MammoError
+from monai_mammo.exceptions import MammoDataError, MammoError
 
 __all__ = ["extract_patch_dataset", "PatchDataset"]
 
@@ -164,11 +164,26 @@ class PatchDataset(torch.utils.data.Dataset):
 
     def _array(self, path: str) -> np.ndarray:
         if path not in self._arrays:
-            self._arrays[path] = np.load(path, mmap_mode="r")
+            try:
+                self._arrays[path] = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:  # missing, truncated or not an .npy file
+                raise MammoDataError(
+                    f"unreadable patch cache file (delete the cache folder?): {exc}", path
+                ) from exc
         return self._arrays[path]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """The patch ``index`` (with the transform applied).
+
+        Raises:
+            MammoDataError: its cache file is missing or damaged, or holds no such row.
+        """
         sample = self.samples[index]
-        image = torch.from_numpy(np.array(self._array(sample["image"])[sample["row"]], dtype=np.float32))
+        array = self._array(sample["image"])
+        if not 0 <= int(sample["row"]) < len(array):
+            raise MammoDataError(
+                f"row {sample['row']} is outside the {len(array)} cached patches", sample["image"]
+            )
+        image = torch.from_numpy(np.array(array[sample["row"]], dtype=np.float32))
         item = {"image": image, "label": int(sample["label"]), "source": sample.get("source", "")}
         return self.transform(item) if self.transform is not None else item
