@@ -209,7 +209,13 @@ def test_shen_bundle_skips_a_corrupt_training_image_and_logs_it(tmp_path, monkey
     monkeypatch.setenv("MONAI_MAMMO_HOME", str(tmp_path / "home"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = {
-        "synthetic": {"n_patients": 4, "seed": 0, "image_shape": [128, 96], "style": "film"},
+        "synthetic": {
+            "n_patients": 4,
+            "seed": 0,
+            "image_shape": [128, 96],
+            "style": "film",
+            "broken": ["corrupt_file"],  # one truncated image, skipped (and counted) by the indexer
+        },
         "split#ratios": [0.5, 0.25, 0.25],
         "image_size": [64, 48],
         "patch_size": 16,
@@ -244,6 +250,17 @@ def test_shen_bundle_skips_a_corrupt_training_image_and_logs_it(tmp_path, monkey
     assert [m.value for m in client.get_metric_history(stage.info.run_id, "val_skipped_samples")] == [0.0]
     path = client.download_artifacts(stage.info.run_id, "skipped_samples.json", str(tmp_path))
     assert [r["source"] for r in json.loads(Path(path).read_text())] == [str(bad)]
+
+    # the indexer's skips reach the parent run as metrics (the list is in the datalist artifact)
+    summary = workflow.parser.get_parsed_content("datalist")["summary"]
+    parent = next(r for r in runs if "stage" not in r.data.tags)
+    assert summary["skip_counts"] == {"corrupt_file": 1}
+    assert (
+        parent.data.metrics["index_skipped"] == 1.0
+        and parent.data.metrics["index_skipped_corrupt_file"] == 1.0
+    )
+    assert parent.data.metrics["index_images"] == float(summary["images"])
+    assert parent.data.metrics["index_duplicate_pairs"] == 0.0
 
 
 def test_fit_classifier_skips_and_counts_a_corrupt_file(tmp_path, datalist):

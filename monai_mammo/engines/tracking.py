@@ -372,6 +372,36 @@ class MLflowTracker:
 
         self._call("log_dataset", send, name=name, digest=digest, stage=stage)
 
+    def log_index_summary(
+        self, summary: Mapping[str, Any], prefix: str = "index_", stage: str | None = None
+    ) -> None:
+        """Log a prepared datalist's ``summary`` (indexing and hygiene) as metrics.
+
+        ``<prefix>rows_read``, ``<prefix>images``, ``<prefix>skipped`` and one
+        ``<prefix>skipped_<reason>`` per skip reason, plus ``<prefix>duplicate_pairs`` (images in
+        two splits). The list of skipped items is in the datalist JSON logged as an artifact.
+
+        Args:
+            summary: ``datalist["summary"]`` as written by :func:`~monai_mammo.data.prepare.prepare_datalist`.
+            prefix: metric name prefix (e.g. ``"index_cbis_"`` for one of several datasets).
+            stage: nested run to log to (default: the parent run).
+
+        Example::
+
+            tracker.log_index_summary(datalist["summary"])
+        """
+        counts = {str(k): int(v) for k, v in dict(summary.get("skip_counts", {})).items()}
+        metrics = {
+            f"{prefix}rows_read": float(summary.get("rows_read", 0)),
+            f"{prefix}images": float(summary.get("images", 0)),
+            f"{prefix}skipped": float(sum(counts.values())),
+        }
+        metrics.update({f"{prefix}skipped_{reason}": float(n) for reason, n in counts.items()})
+        duplicates = dict(summary.get("hygiene", {})).get("duplicates", {})
+        if duplicates:
+            metrics[f"{prefix}duplicate_pairs"] = float(duplicates.get("n_pairs", 0))
+        self.log_metrics(metrics, stage=stage)
+
     # -- Ignite --------------------------------------------------------------------------------
     def epoch_handler(
         self, stage: str, prefix: str = "", loss_name: str = "train_loss", output_transform: Any = None
