@@ -306,3 +306,18 @@ def test_dict_version_rejects_unloaded_mask_paths(image):
     data = {"image": image, "findings": [{"type": "mass", "label": 1, "mask": "/data/mask.dcm"}]}
     with pytest.raises(MammoDataError, match="load it first"):
         SamplePatchesd(keys="image")(data)
+
+
+def test_same_pixels_same_patches_wherever_the_file_lives(image, masks):
+    """Reproducibility: the per-image stream depends on the pixels, not on the path (a dataset
+    copied to another folder gives the same patch set); another image gives other draws."""
+
+    def centres(img: MetaTensor) -> list[list[int]]:
+        sampler = SamplePatches(patch_size=PS, patch_set="S10")
+        sampler.set_random_state(seed=7)
+        return [s["patch_center"].tolist() for s in sampler(img, masks, list(CLASSES))]
+
+    moved = MetaTensor(image.as_tensor().clone(), meta={"filename_or_obj": "/elsewhere/copy/synthetic_0.dcm"})
+    assert centres(moved) == centres(image)
+    other = MetaTensor(image.as_tensor() * 0.9, meta={"filename_or_obj": "/data/synthetic_0.dcm"})
+    assert centres(other) != centres(image)
