@@ -8,14 +8,27 @@ A packed bundle is a zip holding one folder ``<name>/`` (the layout MONAI's
 - ``models/model.pt``: the chosen checkpoint as a bare state dict, which is what
   ``monai.bundle.load(name, bundle_dir=..., workflow_type="inference")`` loads into the
   ``network_def`` of ``configs/inference.json``;
+- ``models/<key>.pt`` for every extra checkpoint (e.g. ``patch_checkpoint``: the patch
+  classifier ``nyu_multiview``'s heatmaps need), also bare state dicts;
 - ``models/model.ts`` optionally (TorchScript, for networks that can be traced);
 - ``checksums.sha256``: the SHA-256 of every other file (``sha256sum -c`` format). MONAI's
   download checks no hash of its own; :func:`verify_bundle` checks these before it parses any
   config, because bundle configs are code (MONAI ``eval``'s them): only run trusted bundles.
 
+The staged ``configs/inference.json`` points its ``checkpoint`` key (and each extra key) at the
+shipped file, ``"$@bundle_root + '/models/model.pt'"``, so ``python -m monai.bundle run
+--config_file <bundle>/configs/inference.json`` runs in a downloaded bundle without
+``--checkpoint``; the bundle folder itself is never changed. Packing refuses a bundle whose
+inference config names a checkpoint (``checkpoint`` or ``*_checkpoint``) the package would not
+ship.
+
 Example::
 
     zip_path = pack_bundle("bundles/shen_end2end", "dist", checkpoint="models/whole_image/model.pt")
+    zip_path = pack_bundle(
+        "bundles/nyu_multiview", "dist", checkpoint="models/cancer/model.pt",
+        extra_checkpoints={"patch_checkpoint": "models/patch/model.pt"},
+    )
     report = verify_bundle(zip_path)
     assert report.ok, report.errors
 """
@@ -25,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -40,17 +54,23 @@ from monai_mammo.exceptions import MammoConfigError, MammoDataError
 
 __all__ = [
     "CHECKSUM_FILE",
+    "CHECKPOINT_KEY",
     "VerifyReport",
     "sha256_file",
     "pack_bundle",
     "verify_bundle",
     "dummy_inputs",
     "config_code",
+    "packed_checkpoint",
+    "checkpoint_references",
 ]
 
 CHECKSUM_FILE = "checksums.sha256"
 _OPTIONAL_FILES = ("LICENSE", "large_files.yml", "large_files.yaml", "large_files.json")
 _NETWORK_KEYS = ("network", "state_dict", "model")
+CHECKPOINT_KEY = "checkpoint"
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PACKED = re.compile(r"\$@bundle_root \+ '/(models/[A-Za-z0-9_][A-Za-z0-9_.-]*)'")
 
 
 def _schema_path() -> Path:
@@ -97,6 +117,85 @@ def _write_checksums(root: Path) -> None:
         for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE)
     ]
     (root / CHECKSUM_FILE).write_text("\n".join(lines) + "\n")
+
+
+def packed_checkpoint(filename: str) -> str:
+    """The config expression of a checkpoint shipped as ``models/<filename>`` in a packed bundle.
+
+    Example:
+        >>> packed_checkpoint("model.pt")
+        "$@bundle_root + '/models/model.pt'"
+    """
+    return f"$@bundle_root + '/models/{filename}'"
+
+
+def checkpoint_references(config: Mapping[str, Any]) -> dict[str, str | None]:
+    """The checkpoints an inference config names, read without evaluating it.
+
+    A top-level key names a checkpoint when it is ``checkpoint`` or ends with ``_checkpoint``
+    and holds a string, or when it holds a :func:`packed_checkpoint` expression.
+
+    Args:
+        config: a parsed ``configs/inference.json``.
+
+    Returns:
+        Key -> the package file it names (``models/...``), or None when it points elsewhere.
+
+    Example:
+        >>> checkpoint_references({"checkpoint": "$@bundle_root + '/models/model.pt'", "x": 1})
+        {'checkpoint': 'models/model.pt'}
+    """
+    found: dict[str, str | None] = {}
+    for key, value in config.items():
+        if not isinstance(value, str):
+            continue
+        match = _PACKED.fullmatch(value)
+        if match or key == CHECKPOINT_KEY or key.endswith(f"_{CHECKPOINT_KEY}"):
+            found[key] = match.group(1) if match else None
+    return found
+
+
+def _point_checkpoints(config: dict[str, Any], files: Mapping[str, str], source: Path) -> dict[str, Any]:
+    """``config`` with each key of ``files`` set to its :func:`packed_checkpoint` expression.
+
+    Args:
+        config: the bundle's parsed inference config (changed in place).
+        files: config key -> file name under ``models/``; ``checkpoint`` is skipped when the
+            config has no such key (the network is then only loaded by ``monai.bundle.load``).
+        source: the config file, for error messages.
+
+    Returns:
+        ``config``.
+
+    Raises:
+        MammoConfigError: an extra key the config lacks, no ``bundle_root`` to resolve the paths
+            from, or a checkpoint key left pointing at a file the package does not ship.
+    """
+    for key, filename in files.items():
+        if key not in config:
+            if key == CHECKPOINT_KEY:
+                continue
+            raise MammoConfigError(f"no key {key!r} to point at the extra checkpoint", source)
+        if "bundle_root" not in config:
+            raise MammoConfigError("defines no bundle_root to locate the shipped checkpoints from", source)
+        config[key] = packed_checkpoint(filename)
+    for key, shipped in checkpoint_references(config).items():
+        if shipped is None:
+            raise MammoConfigError(
+                f"key {key!r} names a checkpoint the package would not ship ({config[key]}): "
+                f"ship it with --extra-checkpoint {key}=FILE (extra_checkpoints={{{key!r}: FILE}})",
+                source,
+            )
+    return config
+
+
+def _checkpoint_file(bundle: Path, path: str | os.PathLike, missing: str) -> Path:
+    """``path`` (relative to ``bundle`` unless absolute), which must be a file (else ``missing`` is raised)."""
+    file = Path(path)
+    file = file if file.is_absolute() else bundle / file
+    if not file.is_file():
+        raise MammoDataError(missing, file)
+    return file
 
 
 def _network(bundle: Path, device: str = "cpu") -> torch.nn.Module:
@@ -158,17 +257,20 @@ def pack_bundle(
     out_dir: str | os.PathLike,
     *,
     checkpoint: str | os.PathLike | None = None,
+    extra_checkpoints: Mapping[str, str | os.PathLike] | None = None,
     name: str | None = None,
     torchscript: bool = False,
 ) -> Path:
-    """Pack a bundle folder and one checkpoint into ``<out_dir>/<name>.zip`` (see the module docs).
+    """Pack a bundle folder and its checkpoints into ``<out_dir>/<name>.zip`` (see the module docs).
 
     Args:
         bundle_dir: the bundle (``configs/metadata.json`` and ``configs/inference.json`` required).
         out_dir: where the zip is written (created).
-        checkpoint: the weights to ship (a bare state dict or a dict holding it under
-            ``network``); relative paths are taken from ``bundle_dir``; default
-            ``models/model.pt``.
+        checkpoint: the weights to ship as ``models/model.pt`` (a bare state dict or a dict
+            holding it under ``network``); relative paths are taken from ``bundle_dir``;
+            default ``models/model.pt``. The staged inference config's ``checkpoint`` points at it.
+        extra_checkpoints: inference-config key -> more weights, shipped as ``models/<key>.pt``
+            with that key pointed at them, e.g. ``{"patch_checkpoint": "models/patch/model.pt"}``.
         name: bundle name (default: the folder name).
         torchscript: also ship ``models/model.ts`` traced with the declared input shape.
 
@@ -176,8 +278,9 @@ def pack_bundle(
         The zip's path.
 
     Raises:
-        MammoConfigError: missing configs, metadata not matching the schema, a network that
-            cannot be built or traced.
+        MammoConfigError: missing configs, metadata not matching the schema, an extra key that is
+            not a plain name of the inference config, a checkpoint key of the inference config
+            the package would not ship, a network that cannot be built or traced.
         MammoDataError: a missing or unreadable checkpoint.
     """
     bundle = Path(bundle_dir).resolve()
@@ -185,27 +288,46 @@ def pack_bundle(
     for required in ("metadata.json", "inference.json"):
         if not (bundle / "configs" / required).is_file():
             raise MammoConfigError(f"a bundle needs configs/{required}", bundle)
-    ckpt = Path(checkpoint) if checkpoint is not None else Path("models/model.pt")
-    ckpt = ckpt if ckpt.is_absolute() else bundle / ckpt
-    if not ckpt.is_file():
-        raise MammoDataError("checkpoint not found: train the bundle first or pass --checkpoint", ckpt)
+    ckpt = _checkpoint_file(
+        bundle,
+        checkpoint or "models/model.pt",
+        "checkpoint not found: train the bundle first or pass --checkpoint",
+    )
+    extras = dict(extra_checkpoints or {})
+    for key in extras:
+        if not _KEY.fullmatch(key) or key in (CHECKPOINT_KEY, "model"):
+            raise MammoConfigError(
+                f"extra checkpoint key {key!r} must be a top-level inference config key other than "
+                f"{CHECKPOINT_KEY!r} and 'model'"
+            )
+    files = {CHECKPOINT_KEY: "model.pt", **{key: f"{key}.pt" for key in extras}}
     _verify_metadata(bundle / "configs" / "metadata.json")
-    state = _state_dict(ckpt)
+    inference_file = bundle / "configs" / "inference.json"
+    inference = _point_checkpoints(json.loads(inference_file.read_text()), files, inference_file)
+    states = {"model.pt": _state_dict(ckpt)}
+    for key, path in extras.items():
+        states[files[key]] = _state_dict(
+            _checkpoint_file(bundle, path, f"extra checkpoint {key!r} not found")
+        )
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / name
         shutil.copytree(bundle / "configs", stage / "configs")
+        (stage / "configs" / "inference.json").write_text(
+            json.dumps(inference, indent=4, ensure_ascii=False) + "\n"
+        )
         if (bundle / "docs").is_dir():
             shutil.copytree(bundle / "docs", stage / "docs")
         for extra in _OPTIONAL_FILES:
             if (bundle / extra).is_file():
                 shutil.copy2(bundle / extra, stage / extra)
         (stage / "models").mkdir()
-        torch.save(state, stage / "models" / "model.pt")
+        for filename, state in states.items():
+            torch.save(state, stage / "models" / filename)
         if torchscript:
             network = _network(stage)
-            network.load_state_dict(state)
+            network.load_state_dict(states["model.pt"])
             metadata = json.loads((stage / "configs" / "metadata.json").read_text())
             _export_torchscript(network, metadata, stage / "models" / "model.ts")
         _write_checksums(stage)
@@ -306,6 +428,26 @@ def _collect_code(root: Path, report: VerifyReport) -> None:
         report.expressions.extend((f"configs/{path.name}", cid, text) for cid, text in config_code(content))
 
 
+def _check_checkpoints(root: Path, report: VerifyReport) -> None:
+    config_file = root / "configs" / "inference.json"
+    if not config_file.is_file():
+        report.errors.append("configs/inference.json is missing")
+        return
+    try:
+        config = json.loads(config_file.read_text())
+    except ValueError:
+        return  # reported by _collect_code
+    for key, shipped in checkpoint_references(config).items():
+        if shipped is None:
+            report.errors.append(
+                f"configs/inference.json key {key!r} names a checkpoint outside the package: {config[key]}"
+            )
+        elif not (root / shipped).is_file():
+            report.errors.append(
+                f"configs/inference.json key {key!r} names {shipped}, which the package lacks"
+            )
+
+
 def _check_forward(root: Path, report: VerifyReport) -> None:
     metadata = json.loads((root / "configs" / "metadata.json").read_text())
     network = _network(root)
@@ -328,10 +470,12 @@ def _check_forward(root: Path, report: VerifyReport) -> None:
 
 
 def verify_bundle(path: str | os.PathLike, *, forward: bool = True) -> VerifyReport:
-    """Check a packed bundle (zip) or an unpacked one (folder): checksums, metadata, forward pass.
+    """Check a packed bundle (zip) or an unpacked one (folder): checksums, checkpoints, metadata, forward pass.
 
-    The checksums are checked first; the configs are parsed (and so evaluated) only when they
-    match, the metadata verifies and ``forward`` is True.
+    The checksums are checked first; every checkpoint ``configs/inference.json`` names (see
+    :func:`checkpoint_references`; read as JSON, not evaluated) must be a file of the package;
+    the configs are parsed (and so evaluated) only when all that holds, the metadata verifies
+    and ``forward`` is True.
 
     Args:
         path: ``<name>.zip`` as made by :func:`pack_bundle`, or the extracted ``<name>/`` folder.
@@ -363,6 +507,7 @@ def verify_bundle(path: str | os.PathLike, *, forward: bool = True) -> VerifyRep
         report = VerifyReport(name=root.name)
         _check_checksums(root, report)
         _collect_code(root, report)
+        _check_checkpoints(root, report)
         if not (root / "configs" / "metadata.json").is_file():
             report.errors.append("configs/metadata.json is missing")
             return report

@@ -9,11 +9,13 @@ from monai_mammo.exceptions import MammoConfigError
 from monai_mammo.metrics.breast import (
     BREAST_TARGETS,
     breast_metrics,
+    breast_operating_point,
     breast_report,
     breast_scores,
     flatten_intervals,
     hybrid_report,
     hybrid_scores,
+    malignant_report,
     per_target_auc,
     pr_auc,
 )
@@ -115,9 +117,10 @@ def test_breast_report_uses_the_shared_names() -> None:
     labels = np.array([[0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 1, 0], [1, 1, 0, 0]])
     probs = np.array([[0.2, 0.7, 0.9, 0.1], [0.6, 0.3, 0.2, 0.8], [0.1, 0.4, 0.6, 0.3], [0.9, 0.5, 0.4, 0.2]])
     report = breast_report(probs, labels, n_bootstrap=50, seed=0)
-    assert report["test_auc"] == report["test_auc_malignant"] == pytest.approx(1.0)
-    assert report["test_auc_ci_low"] == report["test_auc_malignant_ci_low"]
+    assert report["test_auc_malignant"] == pytest.approx(1.0)
+    assert "test_auc" not in report  # the single-pass AUC: malignant_report
     assert report["test_pr_auc"] == report["test_pr_auc_malignant"]
+    assert report["test_pr_auc_ci_low"] == report["test_pr_auc_malignant_ci_low"]
     assert report["test_n_exams"] == 4.0 and 0 <= report["test_mean_auc"] <= 1
     assert all(k.startswith("test_") for k in report)
 
@@ -159,10 +162,41 @@ def test_hybrid_report_reader_and_mixtures() -> None:
     assert report["test_reader_auc_malignant"] == 1.0
     assert report["test_hybrid1.00_auc_malignant"] == 1.0
     assert report["test_hybrid0.00_auc_malignant"] == pytest.approx(
-        breast_report(model, labels, 0)["test_auc"]
+        breast_report(model, labels, 0)["test_auc_malignant"]
     )
     assert hybrid_report(model, reader_missing, labels, n_bootstrap=0)["test_reader_n_exams"] == 4.0
     with pytest.raises(MammoConfigError):
         hybrid_report(model, reader[:2], labels)
     with pytest.raises(MammoConfigError):
         hybrid_report(model, reader, labels, lambdas=(1.5,))
+
+
+def test_operating_point_is_youden_on_the_malignant_breasts_else_the_default() -> None:
+    labels = np.array([[0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]])
+    probs = np.array([[0.0, 0.0, 0.7, 0.2], [0.0, 0.0, 0.1, 0.9], [0.0, 0.0, 0.3, 0.65]])
+    # malignant breasts 0.7, 0.9; others 0.2, 0.1, 0.3, 0.65: every cut in (0.65, 0.7] separates them
+    assert breast_operating_point(probs, labels) == pytest.approx(0.7)
+    assert breast_operating_point(probs, np.zeros((3, 4))) == 0.5  # a single class
+    assert breast_operating_point(np.zeros((0, 4)), np.zeros((0, 4)), default=0.3) == 0.3  # no exam
+    with pytest.raises(MammoConfigError, match="unknown breast task"):
+        breast_operating_point(probs, labels, task="cancer")
+
+
+def test_malignant_report_single_pass_tta_and_operating_point() -> None:
+    labels = np.array([[0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, -1]])
+    single = np.array([[0.0, 0.0, 0.2, 0.6], [0.0, 0.0, 0.4, 0.9], [0.0, 0.0, 0.1, 0.0]])
+    averaged = np.array([[0.0, 0.0, 0.8, 0.3], [0.0, 0.0, 0.2, 0.6], [0.0, 0.0, 0.1, 0.0]])
+    # malignant breasts (unknown right breast of exam 2 left out): labels 1 0 0 1 0
+    report = malignant_report(single, averaged, labels, threshold=0.5, n_bootstrap=30, seed=0)
+    assert report["test_auc"] == pytest.approx(roc_auc([1, 0, 0, 1, 0], [0.2, 0.6, 0.4, 0.9, 0.1]))
+    assert report["test_a_auc"] == pytest.approx(1.0)
+    assert report["test_a_auc_ci_low"] <= report["test_a_auc"] <= report["test_a_auc_ci_high"]
+    assert report["test_auc_ci_low"] <= report["test_auc"] <= report["test_auc_ci_high"]
+    # averaged >= 0.5: 0.8 (malignant), 0.6 (malignant): 2/2 found, 3/3 negatives below
+    assert (report["test_sensitivity"], report["test_specificity"]) == (1.0, 1.0)
+    strict = malignant_report(single, averaged, labels, threshold=0.7, n_bootstrap=0)
+    assert (strict["test_sensitivity"], strict["test_specificity"], strict["test_threshold"]) == (
+        0.5,
+        1.0,
+        0.7,
+    )

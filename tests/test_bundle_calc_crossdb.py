@@ -21,6 +21,16 @@ BUNDLE = REPO / "bundles" / "calc_patch_crossdb"
 CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO / "monai_mammo" / "resources" / "meta_schema.json"
 EXPERIMENT = "synthetic-cbis-ddsm+synthetic-bbox-csv"
+# the metric contract of every family's parent run (docs/mlflow.md)
+CONTRACT_METRICS = (
+    "test_auc",
+    "test_auc_ci_low",
+    "test_auc_ci_high",
+    "test_a_auc",
+    "test_sensitivity",
+    "test_specificity",
+    "val_auc",
+)
 
 TINY = [
     "--sources#cbis#synthetic",
@@ -150,6 +160,14 @@ def test_tiny_run_logs_parent_stage_and_test_runs_with_the_shared_names(trained)
         "test_auc_ci_low",
     ):
         assert key in parent.data.metrics and key in stages["test"].data.metrics, key
+    metrics = parent.data.metrics
+    assert [key for key in CONTRACT_METRICS if key not in metrics] == []
+    assert metrics["test_a_auc_ci_low"] <= metrics["test_a_auc"] <= metrics["test_a_auc_ci_high"]
+    assert metrics["val_auc"] == pytest.approx(epoch["val_auc"])  # one epoch: its val_auc is the best
+    assert epoch["val_tp"] + epoch["val_fn"] + epoch["val_tn"] + epoch["val_fp"] > 0
+    params = parent.data.params
+    assert params["n_bootstrap"] == "20" and params["gradcam_which"] == "misclassified"
+    assert params["n_gradcam"] == "8" and params["on_bad_sample"] == "skip" and "max_skip_fraction" in params
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"executed_config.json", "checkpoints", "evaluation", "data", "data_report.json"} <= top
     evaluation = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "evaluation")}
@@ -192,11 +210,24 @@ def test_tiny_run_outputs_checkpoints_gradcam_and_data_report(trained):
 
 def test_evaluate_and_inference_configs_reuse_the_trained_model(trained, monkeypatch):
     tmp, _ = trained
-    _in_process(tmp, monkeypatch, ["train.json", "evaluate.json"])
+    _in_process(tmp, monkeypatch, ["train.json", "evaluate.json"], gradcam_which="all", n_gradcam=2)
     evaluated = json.loads((tmp / "out" / "evaluate" / "metrics.json").read_text())
     tested = json.loads((tmp / "out" / "test" / "metrics.json").read_text())
     assert evaluated["test_auc"] == pytest.approx(tested["test_auc"])
     assert evaluated["test_accuracy"] == pytest.approx(tested["test_accuracy"])
+    assert evaluated["test_a_auc"] == pytest.approx(tested["test_a_auc"])
+    # gradcam_which="all": the first n_gradcam test patches, whatever their prediction
+    assert len(list((tmp / "out" / "evaluate" / "gradcam").glob("*.png"))) == min(
+        2, evaluated["test_n_images"]
+    )
+    _, runs = _runs(tmp)
+    parent = next(
+        r for r in runs if r.data.tags.get("stage") == "evaluate" and "mlflow.parentRunId" not in r.data.tags
+    )
+    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith(
+        "calc_patch_crossdb-evaluate-"
+    )
+    assert [key for key in CONTRACT_METRICS[:-1] if key not in parent.data.metrics] == []
 
     omi_dir = json.loads((tmp / "out" / "datalist_omi.json").read_text())["summary"]["root"]
     workflow = ConfigWorkflow(

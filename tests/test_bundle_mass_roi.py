@@ -25,6 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "mass_roi_finetune"
 CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO / "monai_mammo" / "resources" / "meta_schema.json"
+# the metric contract of every family's parent run (docs/mlflow.md)
+CONTRACT_METRICS = (
+    "test_auc",
+    "test_auc_ci_low",
+    "test_auc_ci_high",
+    "test_a_auc",
+    "test_sensitivity",
+    "test_specificity",
+    "val_auc",
+)
 
 TINY = [
     "--synthetic",
@@ -81,6 +91,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mass")
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json")]
     cmd += ["--output_dir", str(tmp / "out"), "--ckpt_dir", str(tmp / "models"), *TINY]
+    cmd += ["--save_every_epoch", "True"]
     result = subprocess.run(cmd, cwd=REPO, env=_env(tmp), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return tmp, result
@@ -148,6 +159,18 @@ def test_tiny_run_logs_one_stage_run_per_model_name_with_beta(trained):
     assert ast.literal_eval(ft_params["trained_layers"])[:2] == ["block3_pool", "block4_conv1"]
     for key in ("test_accuracy", "test_auc", "test_f1", "test_sensitivity", "test_specificity"):
         assert key in parent.data.metrics and key in stages["test"].data.metrics, key
+    metrics = parent.data.metrics
+    assert [key for key in CONTRACT_METRICS if key not in metrics] == []
+    assert metrics["test_a_auc_ci_low"] <= metrics["test_a_auc"] <= metrics["test_a_auc_ci_high"]
+    # the parent's val_auc is the best epoch of the last training stage (fine tuning)
+    ft_val_auc = [m.value for m in client.get_metric_history(stages[FT].info.run_id, "val_auc")]
+    assert metrics["val_auc"] == pytest.approx(max(ft_val_auc))
+    for key in ("val_tp", "val_fp", "val_tn", "val_fn"):
+        assert len(client.get_metric_history(stages[TL].info.run_id, key)) == 2, key
+    params = parent.data.params
+    assert params["n_bootstrap"] == "20" and params["gradcam_which"] == "all" and params["n_gradcam"] == "3"
+    assert params["save_every_epoch"] == "True" and params["on_bad_sample"] == "skip"
+    assert "max_skip_fraction" in params
     checkpoints = {a.path for a in client.list_artifacts(parent.info.run_id, "checkpoints")}
     assert checkpoints == {f"checkpoints/{TL}", f"checkpoints/{FT}"}
     evaluation = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "evaluation")}
@@ -176,6 +199,14 @@ def test_tiny_run_outputs_rois_and_frozen_layers(trained):
     assert np.load(first["image"]).shape[-2:] == (32, 32)
     overlays = sorted((tmp / "out" / "test" / "gradcam").glob("*.png"))
     assert len(overlays) == 3
+    # save_every_epoch: one file per epoch of each stage, in <ckpt_dir>/<model name>/epochs
+    for name, epochs in ((TL, 2), (FT, 1)):
+        saved = sorted(p.name for p in (tmp / "models" / name / "epochs").iterdir())
+        assert saved == [f"model_epoch_{e}.pt" for e in range(1, epochs + 1)], name
+    last_ft = load_checkpoint(
+        build_zoo_classifier("vgg16"), tmp / "models" / FT / "epochs" / "model_epoch_1.pt"
+    )
+    assert all(torch.equal(v, ft_state[k]) for k, v in last_ft.state_dict().items())  # one FT epoch: the best
     metrics = json.loads((tmp / "out" / "test" / "metrics.json").read_text())
     assert metrics["test_n_images"] == report["test"]["rois"]
 
@@ -197,6 +228,13 @@ def test_evaluate_and_inference_configs_reuse_the_trained_model(trained, monkeyp
     evaluated = json.loads((tmp / "out" / "evaluate" / "metrics.json").read_text())
     tested = json.loads((tmp / "out" / "test" / "metrics.json").read_text())
     assert evaluated["test_accuracy"] == pytest.approx(tested["test_accuracy"])
+    assert evaluated["test_a_auc"] == pytest.approx(tested["test_a_auc"])
+    _, runs = _runs(tmp)
+    parent = next(
+        r for r in runs if r.data.tags.get("stage") == "evaluate" and "mlflow.parentRunId" not in r.data.tags
+    )
+    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("mass_roi_finetune-evaluate-")
+    assert [key for key in CONTRACT_METRICS[:-1] if key not in parent.data.metrics] == []
 
     # a digital DICOM + box CSV folder (pathology known here, but not needed)
     root = write_dataset("bbox-csv", tmp_path / "digital", n_patients=6, seed=1, image_shape=(256, 192))

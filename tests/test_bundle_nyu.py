@@ -19,11 +19,16 @@ import torch
 from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata
 
+from monai_mammo.data.indexers.exams import group_image_exams
 from monai_mammo.data.safe_pickle import restricted_load
+from monai_mammo.data.synthetic.phantom import synthesize_mammogram
+from monai_mammo.engines.multiview import read_reader_scores
 from monai_mammo.engines.workflow import load_checkpoint
-from monai_mammo.exceptions import MammoDataError
+from monai_mammo.exceptions import MammoConfigError, MammoDataError
+from monai_mammo.metrics.breast import breast_report
 from monai_mammo.networks.multiview import TARGETS, ViewWiseModel, build_multiview
 from monai_mammo.networks.patch_classifier import PatchClassifier
+from monai_mammo.transforms.breast import CropBreast
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "nyu_multiview"
@@ -149,14 +154,34 @@ def test_chain_logs_every_stage_to_one_mlflow_run(chain):
         assert {"train_loss", metric} <= set(stages[stage].data.metrics), stage
     assert stages["heatmaps"].data.metrics["heatmap_written"] == 48
     assert stages["cancer"].data.params["init_from_birads"] == "True"
-    for name in ("auc_malignant", "auc_benign", "pr_auc_malignant", "pr_auc_benign", "auc", "pr_auc"):
+    for name in (
+        "auc_malignant",
+        "auc_benign",
+        "pr_auc_malignant",
+        "pr_auc_benign",
+        "auc",
+        "a_auc",
+        "pr_auc",
+    ):
         for key in (f"test_{name}", f"test_{name}_ci_low", f"test_{name}_ci_high"):
             assert key in parent.data.metrics and key in stages["test"].data.metrics, key
-    assert parent.data.metrics["test_n_exams"] == 3
-    assert parent.data.metrics["test_auc"] == parent.data.metrics["test_auc_malignant"]  # shared name
+    metrics = parent.data.metrics
+    assert metrics["test_n_exams"] == 3
+    # shared names: test_a_auc = the TTA-averaged malignant AUC (the paper's), test_auc = one plain pass
+    assert metrics["test_a_auc"] == metrics["test_auc_malignant"]
+    assert {"test_sensitivity", "test_specificity", "test_threshold"} <= set(metrics)
+    assert "val_auc" in stages["cancer"].data.metrics  # breast-level malignant, next to val_mean_auc
+    for key in ("n_bootstrap", "val_interval", "max_skip_fraction", "on_bad_sample", "heatmap_batch_size"):
+        assert key in params, key
+    assert params["n_bootstrap"] == "20" and params["on_bad_sample"] == "skip"
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"executed_config.json", "checkpoints", "evaluation", "data"} <= top
+    figures = {"evaluation/roc.png", "evaluation/confusion_matrix.png", "evaluation/confusion_matrix.csv"}
+    assert figures <= {a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")}
+    assert {f.split("/")[1] for f in figures} <= {
+        a.path for a in client.list_artifacts(stages["test"].info.run_id)
+    }
     saved = {a.path for a in client.list_artifacts(parent.info.run_id, "checkpoints")}
     assert saved == {"checkpoints/patch", "checkpoints/birads", "checkpoints/cancer"}
     assert [a.path for a in client.list_artifacts(stages["heatmaps"].info.run_id)] == ["heatmaps.json"]
@@ -237,6 +262,8 @@ def test_evaluate_and_standalone_inference_reproduce_the_test_predictions(chain)
     assert (
         evaluate_run.data.tags["workflow"] == "evaluate" and "test_auc_malignant" in evaluate_run.data.metrics
     )
+    parent = next(r for r in _runs(tmp) if r.info.run_id == evaluate_run.data.tags["mlflow.parentRunId"])
+    assert parent.info.run_name.startswith("nyu_multiview-evaluate-")
 
     # a new exam list holding the test exams, in the test order, without labels
     keep = ("horizontal_flip", "L-CC", "R-CC", "L-MLO", "R-MLO")
@@ -257,6 +284,8 @@ def test_evaluate_and_standalone_inference_reproduce_the_test_predictions(chain)
     assert len(list((tmp / "new_out" / "heatmaps").glob("*.nii.gz"))) == 8 * len(chosen)
     inference = next(r for r in _runs(tmp, "new") if r.data.tags.get("stage") == "inference")
     assert inference.data.params["tta_passes"] == "2" and inference.data.params["exams"] == "3"
+    parent = next(r for r in _runs(tmp, "new") if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.info.run_name.startswith("nyu_multiview-inference-")
 
 
 def test_inference_config_builds_the_trained_networks():
@@ -264,6 +293,7 @@ def test_inference_config_builds_the_trained_networks():
     train = json.loads((CONFIGS / "train.json").read_text())
     inference = json.loads((CONFIGS / "inference.json").read_text())
     keys = (
+        "dataset_format",
         "variant",
         "use_heatmaps",
         "noise_std",
@@ -377,3 +407,110 @@ def test_multi_gpu_config_runs_with_torchrun_on_cpu(chain):
     for stage in ("patch", "birads", "cancer"):
         state = torch.load(ddp / "models" / stage / "model.pt", weights_only=True)
         assert state and not any(k.startswith("module.") for k in state), stage
+
+
+def test_paper_config_crops_the_breast_of_a_synthetic_view(tmp_path, monkeypatch):
+    """On the synthetic exams (background not exactly 0) paper.json crops with Otsu; NYU's rule on NYU data."""
+    monkeypatch.setenv("MONAI_MAMMO_HOME", str(tmp_path))
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "paper.json")])
+    crop = parser.get_parsed_content("crop")
+    shape = tuple(parser.get_parsed_content("synthetic")["image_shape"])
+    assert crop == {"mode": "otsu", "radius": 100, "buffer": 50}
+    view = synthesize_mammogram(0, shape=shape, laterality="L", view="CC", style="digital")
+    image = torch.as_tensor(view.pixels.astype(np.float32))[None]
+    assert float(image.min()) > 0  # why NYU's "image > 0" rule would keep the whole image
+    cropped = CropBreast(crop["mode"], radius=crop["radius"], buffer=crop["buffer"])(image)
+    assert cropped.shape[1] * cropped.shape[2] < 0.9 * shape[0] * shape[1]
+    assert cropped.shape[2] < shape[1]  # the background beyond the nipple is cut
+    parser["dataset_dir"] = "/data/nyu"  # a real NYU-format dataset: the paper's rule
+    assert parser.get_parsed_content("crop#mode") == "nyu"
+
+
+def test_early_stopping_watches_a_key_metric_of_its_validator():
+    """EarlyStopOnMetric does nothing when its metric is not one the evaluator computes."""
+    for name, validator in (("train.json", "validate"), ("pretrain_birads.json", "birads_validate")):
+        config = json.loads((CONFIGS / name).read_text())
+        handlers = config["train" if name == "train.json" else "birads_train"]["handlers"]
+        stop = next(h for h in handlers if h["_target_"].endswith("EarlyStopOnMetric"))
+        assert stop["evaluator"] == f"@{validator}#evaluator", name
+        evaluator = config[validator]["evaluator"]
+        key_metric = evaluator["key_val_metric"]
+        if isinstance(key_metric, str):  # a reference such as "@validate#key_metric"
+            key_metric = config[validator][key_metric.split("#")[-1]]
+        assert stop["metric"] in key_metric, name
+
+
+@pytest.fixture(scope="module")
+def dicom_image_model(tmp_path_factory):
+    """train.json on synthetic INbreast DICOMs: exams grouped by patient/study, image-wise, 1 epoch."""
+    tmp = tmp_path_factory.mktemp("nyu_dicom")
+    tiny = [
+        "--dataset_format",
+        "inbreast",
+        "--synthetic",
+        f"{{'n_patients': 8, 'seed': 0, 'image_shape': {list(IMAGE_SHAPE)}}}",
+        *TINY[2:],
+    ]
+    tiny[tiny.index("--epochs") + 1] = "1"
+    extra = ("--variant", "image", "--use_heatmaps", "False", "--init_from_birads", "False")
+    return tmp, _run(tmp, f"'{CONFIGS / 'train.json'}'", *extra, tiny=tiny)
+
+
+def test_dicom_exams_train_an_image_wise_model(dicom_image_model):
+    tmp, result = dicom_image_model
+    assert "[cancer] epoch 1/1" in result.stdout
+    datalist = json.loads((tmp / "out" / "datalist.json").read_text())
+    expected = [
+        e["exam_id"]
+        for e in group_image_exams(datalist["test"]).exams
+        if all(e[v] for v in ("L-CC", "R-CC", "L-MLO", "R-MLO"))
+    ]
+    header, rows = _csv(tmp / "out" / "test" / "predictions.csv")
+    assert header == ["exam_id", *TARGETS] and [r[0] for r in rows] == expected and expected
+    assert all("/1.2." in r[0] for r in rows)  # <patient_id>/<StudyInstanceUID>
+    runs = _runs(tmp, "synthetic-inbreast")
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    cancer = next(r for r in runs if r.data.tags.get("stage") == "cancer")
+    assert {"val_auc", "val_mean_auc"} <= set(cancer.data.metrics)
+    assert parent.data.metrics["test_n_exams"] == len(expected)
+    for key in ("test_auc", "test_auc_ci_low", "test_a_auc", "test_sensitivity", "test_specificity"):
+        assert key in parent.data.metrics, key
+
+
+def test_image_wise_inference_on_dicom_exams_with_missing_views(dicom_image_model):
+    tmp, _ = dicom_image_model
+    datalist = json.loads((tmp / "out" / "datalist.json").read_text())
+    patient = datalist["test"][0]["patient_id"]
+    items = [i for i in datalist["test"] if i["patient_id"] == patient]
+    right_only = [dict(i, patient_id="A") for i in items if i["laterality"] == "R"]
+    no_r_mlo = [dict(i, patient_id="B") for i in items if (i["laterality"], i["view"]) != ("R", "MLO")]
+    (tmp / "mine.json").write_text(json.dumps({"training": right_only + no_r_mlo}))
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.json")]
+    cmd += [
+        "--ckpt_dir",
+        str(tmp / "models"),
+        "--dataset_format",
+        "datalist",
+        "--input_dir",
+        str(tmp / "mine.json"),
+    ]
+    cmd += ["--output_csv", str(tmp / "mine_out" / "pred.csv"), "--missing_views", "image_wise"]
+    cmd += ["--use_heatmaps", "False", *TINY_INFERENCE]
+    result = subprocess.run(cmd, cwd=REPO, env=_env(tmp), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    header, rows = _csv(tmp / "mine_out" / "pred.csv")
+    assert header == ["exam_id", *TARGETS] and [r[0].split("/")[0] for r in rows] == ["A", "B"]
+    left = [TARGETS.index("left_benign") + 1, TARGETS.index("left_malignant") + 1]
+    assert [rows[0][i] for i in left] == ["", ""]  # no left view: empty cells, not "nan"
+    assert all(0.0 <= float(v) <= 1.0 for i, v in enumerate(rows[0][1:], 1) if i not in left)
+    assert all(0.0 <= float(v) <= 1.0 for v in rows[1][1:])  # R-CC alone scores the right breast
+    probs = read_reader_scores(tmp / "mine_out" / "pred.csv", [r[0] for r in rows])
+    assert np.isnan(probs[0, [0, 2]]).all() and np.isfinite(probs[1]).all()
+    with pytest.raises(MammoConfigError, match="no score"):  # evaluation refuses unscored breasts
+        breast_report(probs, np.zeros((2, 4)), n_bootstrap=0)
+    runs = _runs(tmp, "mine.json")
+    assert next(r for r in runs if "mlflow.parentRunId" not in r.data.tags).info.run_name.startswith(
+        "nyu_multiview-inference-"
+    )
+    assert next(r for r in runs if r.data.tags.get("stage") == "inference").data.params["exams"] == "2"

@@ -22,6 +22,16 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "shen_end2end"
 CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO / "monai_mammo" / "resources" / "meta_schema.json"
+# the metric contract of every family's parent run (docs/mlflow.md)
+CONTRACT_METRICS = (
+    "test_auc",
+    "test_auc_ci_low",
+    "test_auc_ci_high",
+    "test_a_auc",
+    "test_sensitivity",
+    "test_specificity",
+    "val_auc",
+)
 
 TINY = [
     "--synthetic",
@@ -101,8 +111,11 @@ def test_tiny_run_writes_an_mlflow_run_with_params_metrics_artifacts(trained):
     params = parent.data.params
     assert params["backbone"] == "resnet18" and params["patch_size"] == "24"
     assert params["stages.1.trainable"] == "all" and params["patch_stages.0.epochs"] == "1"
-    for key in ("test_auc", "test_a_auc", "test_sensitivity", "test_specificity", "test_auc_ci_low"):
-        assert key in parent.data.metrics, key
+    assert [key for key in CONTRACT_METRICS if key not in parent.data.metrics] == []
+    assert {"test_a_auc_ci_low", "test_a_auc_ci_high"} <= set(parent.data.metrics)
+    for key, value in (("n_bootstrap", "50"), ("val_interval", "1"), ("on_bad_sample", "skip")):
+        assert params[key] == value, key
+    assert {"max_skip_fraction", "memory_format", "cache"} <= set(params)
     assert "val_auc" in stages["whole_image"].data.metrics
     assert "val_patch_auc" in stages["patch"].data.metrics and "train_loss" in stages["patch"].data.metrics
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -135,6 +148,13 @@ def test_evaluate_and_inference_configs_reuse_the_trained_model(trained):
     evaluated = json.loads((tmp / "out" / "evaluate" / "metrics.json").read_text())
     tested = json.loads((tmp / "out" / "test" / "metrics.json").read_text())
     assert evaluated["test_auc"] == pytest.approx(tested["test_auc"])
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("synthetic-cbis-ddsm").experiment_id])
+    parent = next(
+        r for r in runs if r.data.tags.get("stage") == "evaluate" and "mlflow.parentRunId" not in r.data.tags
+    )
+    assert parent.info.status == "FINISHED" and "evaluate" in parent.info.run_name
+    assert parent.info.run_name.startswith("shen_end2end-evaluate-")
 
     datalist = json.loads((tmp / "out" / "datalist.json").read_text())
     images = tmp / "to_infer"

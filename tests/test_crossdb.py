@@ -59,6 +59,34 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list, l
     }
 
 
+def _omi_patches(root: Path) -> list[dict[str, Any]]:
+    """The tiny digital source written and cut under ``root``, checking that torch's random state is untouched."""
+    written = write_dataset("bbox-csv", root / "omi", n_patients=6, seed=3, image_shape=(192, 160))
+    kept, _ = omidb_filter(index_dataset("bbox-csv", written).items)
+    torch.manual_seed(11)
+    before = torch.random.get_rng_state()
+    first = extract_calc_patches(kept, root / "cache", patch_size=PATCH)  # cut
+    again = extract_calc_patches(kept, root / "cache", patch_size=PATCH)  # read from the cache
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert again["samples"] == first["samples"] and first["samples"]
+    return first["samples"]
+
+
+def test_patches_and_random_state_do_not_depend_on_the_folder_or_the_cache(tmp_path):
+    """The same dataset in two folders gives the same patches in the same order, and cutting them
+    (or reading them from the cache) leaves torch's random state alone, so model initialisation
+    and shuffling do not depend on MONAI_MAMMO_HOME or on a warm cache (the cross-database table did)."""
+    here = _omi_patches(tmp_path / "a")
+    there = _omi_patches(tmp_path / "elsewhere" / "b")
+    assert [Path(s["image_path"]).relative_to(tmp_path / "a") for s in here] == [
+        Path(s["image_path"]).relative_to(tmp_path / "elsewhere" / "b") for s in there
+    ]
+    for key in ("label", "patient_id", "lesion_box", "patch_box"):
+        assert [s[key] for s in here] == [s[key] for s in there], key
+    for a, b in zip(here, there):
+        np.testing.assert_array_equal(load_patch(a["image"]), load_patch(b["image"]))
+
+
 def _tiny_network() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(

@@ -11,6 +11,7 @@ from PIL import Image
 from torch import nn
 
 from monai_mammo.engines.evaluation import (
+    HFLIP,
     classification_report,
     ensemble_report,
     flip_tta_scores,
@@ -42,6 +43,9 @@ def test_flip_tta_columns_are_the_four_flips():
     torch.testing.assert_close(scores[:, 1], expected_hflip)
     torch.testing.assert_close(scores[:, 3], expected_both)
     assert not torch.allclose(scores[:, 0], scores[:, 1])
+    # the patch / ROI models' test-time augmentation: the first two columns only
+    assert [name for name, _ in HFLIP] == ["original", "hflip"]
+    torch.testing.assert_close(flip_tta_scores(net, x, flips=HFLIP), scores[:, :2])
 
 
 class OneLogit(nn.Module):

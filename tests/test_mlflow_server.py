@@ -22,8 +22,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_bundle_mass_roi import TINY as MASS_TINY  # noqa: E402
 from test_bundle_shen import TINY as SHEN_TINY  # noqa: E402
 
-COMMON_METRICS = ("test_auc", "test_auc_ci_low", "test_auc_ci_high", "test_sensitivity", "test_specificity")
+# the shared metric contract of every family's parent run (docs/mlflow.md, "Metric contract")
+COMMON_METRICS = (
+    "test_auc",
+    "test_auc_ci_low",
+    "test_auc_ci_high",
+    "test_a_auc",
+    "test_sensitivity",
+    "test_specificity",
+    "val_auc",
+)
 COMMON_TAGS = ("model_family", "bundle_version", "dataset", "dataset_digest", "split_seed", "git_commit")
+EVALUATION_FILES = ("roc.png", "confusion_matrix.png", "confusion_matrix.csv", "predictions.csv")
 
 # (family, config file, tiny overrides); --dataset_name puts both in one experiment
 FAMILIES = [
@@ -108,20 +118,30 @@ def test_two_families_share_one_experiment_on_an_http_server(mlflow_server, tmp_
     runs = client.search_runs([experiment.experiment_id])
     parents = {r.data.tags["model_family"]: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
     assert set(parents) == {family for family, _, _ in FAMILIES}
+    missing = {}
     for family, run in parents.items():
         assert run.info.status == "FINISHED", family
-        for key in COMMON_METRICS:
-            assert key in run.data.metrics, (family, key)
         for tag in COMMON_TAGS:
             assert run.data.tags.get(tag), (family, tag)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"executed_config.json", "checkpoints", "evaluation"} <= artifacts, (family, artifacts)
-        assert run.inputs.dataset_inputs, family
+        assert {"executed_config.json", "checkpoints", "evaluation", "curves"} <= artifacts, (
+            family,
+            artifacts,
+        )
+        curves = [a.path for a in client.list_artifacts(run.info.run_id, "curves")]
+        assert curves == ["curves/training_curves.png"], (family, curves)
+        evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+        assert {f"evaluation/{name}" for name in EVALUATION_FILES} <= evaluation, (family, evaluation)
+        assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [run.data.tags["dataset_digest"]]
+        assert 0.0 <= run.data.metrics.get("val_auc", 0.0) <= 1.0, family
+        missing[family] = [key for key in COMMON_METRICS if key not in run.data.metrics]
+    assert missing == {family: [] for family in parents}, missing
     assert any((root / "artifacts").rglob("executed_config.json")), (
         "artifacts travelled over HTTP to the server"
     )
     compared = latest_runs(url, experiment="shared-synthetic")
     assert [r.family for r in compared] == sorted(parents)
+    assert all("val_auc" in r.metrics for r in compared)
 
 
 def test_unreachable_store_keeps_outputs_and_the_run_can_be_replayed(tmp_path):
@@ -135,6 +155,10 @@ def test_unreachable_store_keeps_outputs_and_the_run_can_be_replayed(tmp_path):
     assert journal.is_file()
     store = f"sqlite:///{tmp_path / 'replayed.db'}"
     run_id = replay_journal(journal, tracking_uri=store)
-    run = MlflowClient(store).get_run(run_id)
+    client = MlflowClient(store)
+    run = client.get_run(run_id)
     assert run.data.tags["model_family"] == "shen_end2end" and "test_auc" in run.data.metrics
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and "val_auc" in run.data.metrics
+    assert (out / "training_curves.png").is_file()
+    assert [a.path for a in client.list_artifacts(run_id, "curves")] == ["curves/training_curves.png"]
+    assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [run.data.tags["dataset_digest"]]

@@ -23,6 +23,7 @@ from monai_mammo.data.indexers.nyu import NYU_VIEWS, group_exams, index_nyu
 from monai_mammo.data.synthetic.writers.nyu import write_nyu
 from monai_mammo.engines.multiview import (
     BalancedExamSampler,
+    BreastTaskAUC,
     ExamDataset,
     LoadExam,
     MeanBreastAUC,
@@ -34,10 +35,12 @@ from monai_mammo.engines.multiview import (
     multiview_output,
     predict_exams,
     read_reader_scores,
+    save_breast_figures,
     write_predictions_csv,
 )
 from monai_mammo.exceptions import MammoConfigError, MammoDataError
-from monai_mammo.metrics.breast import per_target_auc
+from monai_mammo.metrics.breast import breast_scores, per_target_auc
+from monai_mammo.metrics.classification import roc_auc
 from monai_mammo.networks.multiview import ImageWiseModel, ViewWiseModel
 from monai_mammo.transforms.channels import heatmap_paths, save_heatmap_nifti
 
@@ -386,6 +389,9 @@ def test_predictions_csv_format(tmp_path: Path) -> None:
             ["left_benign", "right_benign", "left_malignant", "right_malignant"],
             ["0.1235", "0.5000", "1.0000", "0.0000"],
         ]
+    partial = write_predictions_csv(tmp_path / "partial.csv", ["e"], [[np.nan, 0.25, np.nan, 0.5]])
+    assert partial.read_text().splitlines()[1] == "e,,0.2500,,0.5000"  # a breast without views: empty
+    np.testing.assert_array_equal(read_reader_scores(partial, ["e"]), [[np.nan, 0.25, np.nan, 0.5]])
     with pytest.raises(MammoConfigError, match=r"\(N, 4\)"):
         write_predictions_csv(tmp_path / "x.csv", None, np.zeros((2, 3)))
     with pytest.raises(MammoConfigError, match="1 exam ids for 2 rows"):
@@ -438,6 +444,7 @@ def test_mean_breast_auc_as_evaluator_key_metric(
         network=view_model,
         prepare_batch=MultiViewPrepareBatch(),
         key_val_metric={"val_mean_auc": MeanBreastAUC(view_model.predict)},
+        additional_metrics={"val_auc": BreastTaskAUC(view_model.predict)},
     )
     evaluator.run()
     value = evaluator.state.metrics["val_mean_auc"]
@@ -446,6 +453,8 @@ def test_mean_breast_auc_as_evaluator_key_metric(
     assert np.isfinite(aucs).all()  # every target has both classes among the 4 exams
     assert value == pytest.approx(float(aucs.mean()), abs=1e-6)
     assert evaluator.state.best_metric == pytest.approx(value)
+    scores, truth = breast_scores(reference.probs, reference.labels)["malignant"]
+    assert evaluator.state.metrics["val_auc"] == pytest.approx(roc_auc(truth, scores), abs=1e-6)
 
 
 def test_multiview_output_batched_and_decollated() -> None:
@@ -477,3 +486,30 @@ def test_reader_scores_round_trip_and_errors(tmp_path) -> None:
         read_reader_scores(tmp_path / "bad.csv", ["a"])
     with pytest.raises(MammoDataError, match="not found"):
         read_reader_scores(tmp_path / "none.csv", ["a"])
+
+
+def test_breast_task_auc_leaves_out_unknown_and_unscored_breasts() -> None:
+    probs = torch.tensor([[0.0, 0.0, 0.9, 0.2], [0.0, 0.0, 0.3, float("nan")], [0.0, 0.0, 0.4, 0.8]])
+    label = torch.tensor([[0, 0, 1, 0], [0, 0, 0, 1], [0, 0, -1, 1]])
+    metric = BreastTaskAUC(lambda outputs: outputs["p"])
+    metric.update(({"p": probs}, label))
+    # kept: 0.9 (1), 0.2 (0), 0.3 (0), 0.8 (1); the unscored and the unknown breast are left out
+    assert metric.compute() == pytest.approx(1.0)
+    benign = BreastTaskAUC(lambda outputs: outputs["p"], task="benign")
+    benign.update(({"p": probs}, label))
+    assert math.isnan(benign.compute())  # no benign breast
+    with pytest.raises(MammoConfigError, match="unknown breast task"):
+        BreastTaskAUC(lambda outputs: outputs["p"], task="cancer")
+
+
+def test_breast_figures_roc_and_confusion_matrix(tmp_path: Path) -> None:
+    labels = np.array([[0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]])
+    single = np.array([[0.0, 0.0, 0.6, 0.2], [0.0, 0.0, 0.1, 0.4], [0.0, 0.0, 0.5, 0.3]])
+    averaged = np.array([[0.0, 0.0, 0.8, 0.2], [0.0, 0.0, 0.1, 0.7], [0.0, 0.0, 0.5, 0.3]])
+    files = save_breast_figures(single, averaged, labels, 0.6, tmp_path / "test")
+    assert [f.name for f in files] == ["roc.png", "confusion_matrix.png", "confusion_matrix.csv"]
+    assert all(f.stat().st_size > 0 for f in files) and cv2.imread(str(files[0])) is not None
+    with open(files[2], newline="") as f:
+        rows = list(csv.reader(f))
+    # averaged >= 0.6: the two malignant breasts; 4 negatives below
+    assert rows[1:] == [["not malignant", "4", "0"], ["malignant", "0", "2"]]

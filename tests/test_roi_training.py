@@ -11,6 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+from monai_mammo.engines.evaluation import HFLIP
 from monai_mammo.engines.roi_training import (
     LOGGED_METRICS,
     EpochStatistics,
@@ -175,6 +176,11 @@ def test_evaluator_and_predict_binary_agree_with_the_known_response():
         network, iter([{"image": torch.as_tensor(np.stack([it["image"] for it in items]))}])
     )
     np.testing.assert_allclose(loader_scores, scores, rtol=1e-6)
+    # flip test-time augmentation: original and horizontal flip (a mean is flip-invariant)
+    tta = predict_binary(network, items, batch_size=3, flips=HFLIP)
+    assert tta.shape == (10, 2)
+    np.testing.assert_allclose(tta, np.stack([expected, expected], axis=1), rtol=1e-5)
+    assert predict_binary(network, [], flips=HFLIP).shape == (0, 2)
     from monai.data import DataLoader
 
     evaluator = make_binary_evaluator(network, DataLoader(items, batch_size=4))
@@ -212,10 +218,17 @@ def test_epoch_metrics_are_logged_to_the_mlflow_stage_run(trained, sqlite_uri):
     assert stage.data.tags["mlflow.parentRunId"] == runs[tracker.run_name].info.run_id
     assert stage.data.params["optimizer"] == "adam" and stage.data.params["class_weights"] == "[0.5, 0.5]"
     assert stage.data.params["n_train"] == "16" and stage.data.params["monitor"] == "val_accuracy"
+    counts = {f"{split}_{count}" for split in ("train", "val") for count in ("tp", "fp", "tn", "fn")}
+    assert counts <= set(LOGGED_METRICS)
     for name in LOGGED_METRICS:
         logged = client.get_metric_history(stage.info.run_id, name)
         assert [m.step for m in logged] == [1, 2, 3], name
         np.testing.assert_allclose([m.value for m in logged], [r[name] for r in result.history], err_msg=name)
+    for epoch in range(3):  # 8 positive and 8 negative patches in each set, every epoch
+        logged = {name: client.get_metric_history(stage.info.run_id, name)[epoch].value for name in counts}
+        for split in ("train", "val"):
+            assert logged[f"{split}_tp"] + logged[f"{split}_fn"] == 8
+            assert logged[f"{split}_tn"] + logged[f"{split}_fp"] == 8
     assert stage.data.metrics["best_epoch"] == result.best_epoch
     assert [a.path for a in client.list_artifacts(stage.info.run_id)] == ["history.json"]
 

@@ -1,4 +1,4 @@
-"""Bundle sharing: pack -> MONAI download -> monai.bundle.load gives the original predictions; verify."""
+"""Bundle sharing: pack -> MONAI download -> monai.bundle.load / run give the original predictions; verify."""
 
 from __future__ import annotations
 
@@ -6,23 +6,39 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, download, load
+from monai.bundle import ConfigParser, download, load, run
 
 from monai_mammo.cli import main
-from monai_mammo.exceptions import MammoDataError
-from monai_mammo.sharing import CHECKSUM_FILE, dummy_inputs, pack_bundle, verify_bundle
+from monai_mammo.data.dicom_writer import write_mammogram_dicom
+from monai_mammo.engines.workflow import load_checkpoint
+from monai_mammo.exceptions import MammoConfigError, MammoDataError
+from monai_mammo.sharing import (
+    CHECKSUM_FILE,
+    checkpoint_references,
+    dummy_inputs,
+    pack_bundle,
+    packed_checkpoint,
+    sha256_file,
+    verify_bundle,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHEN = REPO / "bundles" / "shen_end2end"
+NYU = REPO / "bundles" / "nyu_multiview"
+
+
+def _parser(bundle: Path) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    return parser
 
 
 def _shen_network() -> torch.nn.Module:
-    parser = ConfigParser()
-    parser.read_config(str(SHEN / "configs" / "inference.json"))
-    parser["bundle_root"] = str(SHEN)
-    return parser.get_parsed_content("network_def")
+    return _parser(SHEN).get_parsed_content("network_def")
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +164,141 @@ def test_pack_can_ship_a_torchscript_module_with_the_same_outputs(packed, tmp_pa
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), network(x), rtol=1e-5, atol=1e-6)
     assert verify_bundle(zip_path, forward=False).ok
+
+
+def _random_weights(network: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        k: torch.randn(v.shape, generator=generator) * 0.05 if v.is_floating_point() else v
+        for k, v in network.state_dict().items()
+    }
+
+
+def _run_inference(config_file: Path, output_csv: Path, **overrides: object) -> str:
+    """MONAI's bundle runner on an inference config (``python -m monai.bundle run`` in-process); the CSV's text."""
+    run(config_file=str(config_file), output_csv=str(output_csv), num_workers=0, **overrides)
+    return output_csv.read_text()
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scans")
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        pixels = rng.integers(0, 4096, size=(320, 256), dtype=np.uint16)
+        write_mammogram_dicom(folder / f"case{k}.dcm", pixels, bits_stored=12)
+    return folder
+
+
+def test_downloaded_bundle_runs_its_inference_config_out_of_the_box(packed, scans, tmp_path, monkeypatch):
+    tmp, _, zip_path = packed
+    original = json.loads((SHEN / "configs" / "inference.json").read_text())
+    staged = json.loads(zipfile.ZipFile(zip_path).read("shen_end2end/configs/inference.json"))
+    assert staged == {**original, "checkpoint": packed_checkpoint("model.pt")}
+
+    monkeypatch.setenv("MONAI_MAMMO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    elsewhere = tmp_path / "elsewhere"
+    download(name="shen_end2end", url=zip_path.as_uri(), bundle_dir=str(elsewhere))
+    monkeypatch.chdir(elsewhere)
+    config = elsewhere / "shen_end2end" / "configs" / "inference.json"
+    got = _run_inference(config, tmp_path / "got.csv", input_dir=str(scans))  # no checkpoint override
+    expected = _run_inference(
+        SHEN / "configs" / "inference.json",
+        tmp_path / "expected.csv",
+        input_dir=str(scans),
+        checkpoint=str(tmp / "trained.pt"),
+    )
+    assert got == expected
+    assert [line.split(",")[0].rsplit("/", 1)[-1] for line in got.splitlines()[1:]] == [
+        f"case{k}.dcm" for k in range(3)
+    ]
+
+
+@pytest.fixture(scope="module")
+def nyu_packed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nyu")
+    parser = _parser(NYU)
+    cancer = _random_weights(parser.get_parsed_content("network_def"), seed=1)
+    patch = _random_weights(parser.get_parsed_content("patch_network_def"), seed=2)
+    torch.save({"network": cancer}, tmp / "cancer.pt")
+    torch.save(patch, tmp / "patch.pt")
+    args = ["bundle", "pack", str(NYU), "--checkpoint", str(tmp / "cancer.pt"), "--out", str(tmp / "dist")]
+    assert main([*args, "--extra-checkpoint", f"patch_checkpoint={tmp / 'patch.pt'}"]) == 0
+    return tmp, cancer, patch, tmp / "dist" / "nyu_multiview.zip"
+
+
+def test_extra_checkpoint_is_shipped_checksummed_and_wired_into_inference(nyu_packed, tmp_path):
+    tmp, cancer, patch, zip_path = nyu_packed
+    archive = zipfile.ZipFile(zip_path)
+    staged = json.loads(archive.read("nyu_multiview/configs/inference.json"))
+    assert checkpoint_references(staged) == {
+        "checkpoint": "models/model.pt",
+        "patch_checkpoint": "models/patch_checkpoint.pt",
+    }
+    listing = archive.read(f"nyu_multiview/{CHECKSUM_FILE}").decode()
+    assert "  models/patch_checkpoint.pt\n" in listing and "  models/model.pt\n" in listing
+    assert verify_bundle(zip_path, forward=False).ok
+
+    download(name="nyu_multiview", url=zip_path.as_uri(), bundle_dir=str(tmp_path))
+    parser = _parser(tmp_path / "nyu_multiview")
+    for network_id, checkpoint_id, weights in (
+        ("network_def", "checkpoint", cancer),
+        ("patch_network_def", "patch_checkpoint", patch),
+    ):
+        path = Path(parser.get_parsed_content(checkpoint_id))
+        assert path.parent == tmp_path / "nyu_multiview" / "models"
+        loaded = load_checkpoint(parser.get_parsed_content(network_id), path).state_dict()
+        assert all(torch.equal(loaded[k], weights[k]) for k in weights)
+
+
+def test_pack_refuses_a_checkpoint_key_it_would_not_ship(nyu_packed, tmp_path):
+    tmp, _, _, _ = nyu_packed
+    with pytest.raises(
+        MammoConfigError, match="'patch_checkpoint' names a checkpoint the package would not ship"
+    ):
+        pack_bundle(NYU, tmp_path, checkpoint=tmp / "cancer.pt")
+    with pytest.raises(MammoConfigError, match="no key 'patch_checkpoint'"):
+        pack_bundle(
+            SHEN,
+            tmp_path,
+            checkpoint=tmp / "patch.pt",
+            extra_checkpoints={"patch_checkpoint": tmp / "patch.pt"},
+        )
+    with pytest.raises(MammoConfigError, match="extra checkpoint key 'model'"):
+        pack_bundle(
+            NYU, tmp_path, checkpoint=tmp / "cancer.pt", extra_checkpoints={"model": tmp / "patch.pt"}
+        )
+    with pytest.raises(MammoDataError, match="extra checkpoint 'patch_checkpoint' not found"):
+        pack_bundle(
+            NYU, tmp_path, checkpoint=tmp / "cancer.pt", extra_checkpoints={"patch_checkpoint": "none.pt"}
+        )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bundle", "pack", str(NYU), "--extra-checkpoint", "patch_checkpoint"])
+    assert exit_info.value.code == 2
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_verify_refuses_an_inference_config_naming_a_missing_checkpoint(packed, tmp_path, capsys):
+    _, _, zip_path = packed
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(tmp_path)
+    root = tmp_path / "shen_end2end"
+    config_file = root / "configs" / "inference.json"
+    config = json.loads(config_file.read_text())
+    config.update(checkpoint=packed_checkpoint("other.pt"), patch_checkpoint="$@ckpt_dir + '/patch/model.pt'")
+    old_digest = sha256_file(config_file)
+    config_file.write_text(json.dumps(config))
+    listing = root / CHECKSUM_FILE
+    listing.write_text(
+        listing.read_text().replace(old_digest, sha256_file(config_file))
+    )  # checksums still pass
+    report = verify_bundle(root)
+    assert report.errors == [
+        "configs/inference.json key 'checkpoint' names models/other.pt, which the package lacks",
+        "configs/inference.json key 'patch_checkpoint' names a checkpoint outside the package: "
+        "$@ckpt_dir + '/patch/model.pt'",
+    ]
+    assert report.output_shape is None  # no config was evaluated
+    assert main(["bundle", "verify", str(root)]) == 1
+    assert capsys.readouterr().out.strip().endswith("FAILED")

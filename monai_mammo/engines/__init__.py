@@ -53,6 +53,7 @@ from monai_mammo.engines.multiview import (
     MISSING_VIEW_POLICIES,
     UNKNOWN_LABEL,
     BalancedExamSampler,
+    BreastTaskAUC,
     ExamDataset,
     ExamPredictions,
     LoadExam,
@@ -65,6 +66,7 @@ from monai_mammo.engines.multiview import (
     multiview_output,
     predict_exams,
     read_reader_scores,
+    save_breast_figures,
     write_predictions_csv,
 )
 from monai_mammo.engines.patches import (
@@ -145,6 +147,7 @@ __all__ = [
     "MISSING_VIEW_POLICIES",
     "UNKNOWN_LABEL",
     "BalancedExamSampler",
+    "BreastTaskAUC",
     "ExamDataset",
     "ExamPredictions",
     "LoadExam",
@@ -157,6 +160,7 @@ __all__ = [
     "multiview_output",
     "predict_exams",
     "read_reader_scores",
+    "save_breast_figures",
     "write_predictions_csv",
     "LOGGED_METRICS",
     "OPTIMIZERS",

@@ -27,6 +27,10 @@ Each patch is a ``(1, patch_size, patch_size)`` float16 ``.npy`` file in
 ``cache_dir/<key>/``, where ``key`` is a digest of the items (paths, inversion flags,
 findings) and the parameters; ``index.json`` in that folder holds the samples and the
 report, so a second call with the same inputs reads no image.
+
+The extraction leaves torch's global random state as it found it (a MONAI ``DataLoader``
+re-seeds it and its workers draw from it): a run that extracts the patches and one that reads
+them from the cache then initialise and shuffle their models identically.
 """
 
 from __future__ import annotations
@@ -370,23 +374,24 @@ def extract_calc_patches(
         logger.info("calcification patches found in cache %s", folder)
         return json.loads(index_file.read_text())  # type: ignore[no-any-return]
     folder.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(
-        Dataset(
-            [{"position": i, "item": item} for i, item in enumerate(items)],
-            transform=_ItemExtractor(folder, int(patch_size), aspect_tolerance),
-        ),
-        batch_size=None,
-        num_workers=num_workers,
-        collate_fn=_identity,
-    )
     samples: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     rescaled = reinverted = 0
-    for result in loader:
-        samples += result["samples"]
-        skipped += result["skipped"]
-        rescaled += result["rescaled_masks"]
-        reinverted += int(result["reinverted"])
+    with torch.random.fork_rng(devices=[]):  # a cache hit and a miss leave the same random state
+        loader = DataLoader(
+            Dataset(
+                [{"position": i, "item": item} for i, item in enumerate(items)],
+                transform=_ItemExtractor(folder, int(patch_size), aspect_tolerance),
+            ),
+            batch_size=None,
+            num_workers=num_workers,
+            collate_fn=_identity,
+        )
+        for result in loader:
+            samples += result["samples"]
+            skipped += result["skipped"]
+            rescaled += result["rescaled_masks"]
+            reinverted += int(result["reinverted"])
     report = {
         "images": len(items),
         "findings": sum(len(item.get("findings") or []) for item in items),

@@ -24,6 +24,7 @@ from monai_mammo.metrics import (
 
 __all__ = [
     "FLIPS",
+    "HFLIP",
     "positive_probability",
     "flip_tta_scores",
     "predict_scores",
@@ -41,6 +42,10 @@ FLIPS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("vflip", (-2,)),
     ("hvflip", (-2, -1)),
 )
+
+#: The original and the horizontally flipped input: the test-time augmentation of the patch and
+#: ROI classifiers (``test_a_auc`` of mass_roi_finetune and calc_patch_crossdb).
+HFLIP: tuple[tuple[str, tuple[int, ...]], ...] = FLIPS[:2]
 
 
 def positive_probability(logits: torch.Tensor, positive_index: int = 1) -> torch.Tensor:
@@ -67,19 +72,30 @@ def positive_probability(logits: torch.Tensor, positive_index: int = 1) -> torch
 
 
 @torch.no_grad()
-def flip_tta_scores(network: nn.Module, images: torch.Tensor, positive_index: int = 1) -> torch.Tensor:
-    """Positive-class probabilities under the four flips (original, h-flip, v-flip, both).
+def flip_tta_scores(
+    network: nn.Module,
+    images: torch.Tensor,
+    positive_index: int = 1,
+    flips: Sequence[tuple[str, tuple[int, ...]]] = FLIPS,
+) -> torch.Tensor:
+    """Positive-class probabilities under flips (default the four of :data:`FLIPS`).
 
     Args:
         network: classifier returning logits (B, C) (C = 1: one sigmoid logit).
         images: batch (B, C, H, W) on the network's device.
         positive_index: index of the positive class in the logits when C > 1.
+        flips: ``(name, spatial dims to flip)`` per column, e.g. :data:`HFLIP` (original and
+            horizontal flip).
 
     Returns:
-        (B, 4) probabilities, columns in :data:`FLIPS` order.
+        (B, len(flips)) probabilities, columns in ``flips`` order.
+
+    Example::
+
+        flip_tta_scores(net, images, flips=HFLIP).mean(dim=1)  # the ROI models' TTA score
     """
     columns = []
-    for _, dims in FLIPS:
+    for _, dims in flips:
         logits = network(torch.flip(images, dims) if dims else images)
         columns.append(positive_probability(logits, positive_index))
     return torch.stack(columns, dim=1)

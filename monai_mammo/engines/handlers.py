@@ -329,15 +329,27 @@ class NonFiniteLossGuard:
 
 
 class EarlyStopOnMetric:
-    """Stop training when a validation metric has not improved for ``patience`` epochs.
+    """Stop training when a validation metric has not improved for ``patience`` validations.
 
-    Attach it to the trainer *after* the ``ValidationHandler`` so the evaluator has run.
+    The metric is read each time ``evaluator`` completes a run (so a validation every
+    ``val_interval`` epochs counts once, never again on the epochs in between), and the trainer
+    it is attached to is terminated after ``patience`` validations without improvement.
+    Non-finite values (e.g. an AUC on a one-class validation set) are ignored.
 
     Args:
         evaluator: the validation engine whose ``state.metrics[metric]`` is watched.
         metric: metric name (higher is better).
-        patience: epochs without improvement before stopping.
+        patience: validations without improvement before stopping.
         min_delta: smallest change that counts as an improvement.
+
+    Raises:
+        MammoConfigError: ``patience < 1``; or, after a validation, ``metric`` is not among the
+            evaluator's metrics (a renamed key metric would otherwise turn early stopping off
+            silently).
+
+    Example::
+
+        EarlyStopOnMetric(evaluator, "val_auc", patience=8).attach(trainer)
     """
 
     def __init__(self, evaluator: Engine, metric: str, patience: int, min_delta: float = 0.0) -> None:
@@ -349,23 +361,36 @@ class EarlyStopOnMetric:
         self.min_delta = min_delta
         self.best: float | None = None
         self.bad_epochs = 0
+        self._trainer: Engine | None = None
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        """Watch the evaluator's completed runs and stop ``engine`` (the trainer)."""
+        self._trainer = engine
+        if not self.evaluator.has_event_handler(self._check, Events.COMPLETED):
+            self.evaluator.add_event_handler(Events.COMPLETED, self._check)
 
-    def __call__(self, engine: Engine) -> None:
-        value = self.evaluator.state.metrics.get(self.metric)
-        if value is None or not np.isfinite(float(value)):
+    def _check(self, evaluator: Engine) -> None:
+        metrics = evaluator.state.metrics
+        if self.metric not in metrics:
+            raise MammoConfigError(
+                f"early stopping watches {self.metric!r}, which the validator does not compute "
+                f"(its metrics: {sorted(metrics)})"
+            )
+        value = float(metrics[self.metric])
+        if not np.isfinite(value):
             return
-        if self.best is None or float(value) > self.best + self.min_delta:
-            self.best, self.bad_epochs = float(value), 0
+        if self.best is None or value > self.best + self.min_delta:
+            self.best, self.bad_epochs = value, 0
             return
         self.bad_epochs += 1
-        if self.bad_epochs >= self.patience:
+        if self.bad_epochs >= self.patience and self._trainer is not None:
             logger.info(
-                "early stop: %s has not improved on %.4f for %d epochs", self.metric, self.best, self.patience
+                "early stop: %s has not improved on %.4f for %d validations",
+                self.metric,
+                self.best,
+                self.patience,
             )
-            engine.terminate()
+            self._trainer.terminate()
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "bad_epochs": self.bad_epochs}

@@ -1,16 +1,18 @@
 """Training and inference of the NYU multi-view classifiers (Wu et al. 2019) on MONAI's engines.
 
-**Exam records** are the records of :func:`monai_mammo.data.indexers.nyu.group_exams`; the keys
-read here are:
+**Exam records** are the records of :func:`monai_mammo.data.indexers.nyu.group_exams` (NYU exam
+lists) or :func:`monai_mammo.data.indexers.exams.group_image_exams` (DICOM and other datalist
+images grouped by patient and study); the keys read here are:
 
 - ``"L-CC"``, ``"R-CC"``, ``"L-MLO"``, ``"R-MLO"``: the image path of each view, None (or
   absent) when the exam lacks it;
 - ``"horizontal_flip"``: NYU's ``"YES"``/``"NO"`` flag (``"YES"``: the L images have their
   chest wall on the right edge and the R images on the left);
 - ``"label"``: ``[left_benign, right_benign, left_malignant, right_malignant]`` (the model's
-  row order), None when unknown; another key, e.g. ``"birads"`` (one int, 0/1/2), is chosen with
+  row order), None when unknown (a None entry: that target unknown); another key, e.g. ``"birads"`` (one int, 0/1/2), is chosen with
   ``LoadExam(label_key=..., num_targets=1)``;
-- ``"exam_id"`` (optional): the exam's name in outputs; default ``"exam_<exam_index>"``;
+- ``"exam_id"`` (optional): the exam's name in outputs; default ``"exam_<exam_index>"``
+  (``group_image_exams`` sets ``"<patient_id>/<study_id>"``);
 - ``"heatmaps"`` (optional, added by :func:`attach_heatmaps`): ``{view: [benign_path,
   malignant_path]}``, NIfTI heatmaps in the original image geometry
   (:mod:`monai_mammo.transforms.channels`).
@@ -71,8 +73,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from monai_mammo.data.indexers.nyu import NYU_CANCER_KEYS, NYU_VIEWS
+from monai_mammo.engines.evaluation import save_confusion_matrix, save_roc_plot
 from monai_mammo.exceptions import MammoConfigError, MammoDataError
-from monai_mammo.metrics.breast import per_target_auc
+from monai_mammo.metrics.breast import BREAST_TASKS, breast_scores, per_target_auc
 from monai_mammo.networks.multiview import MultiViewModel
 from monai_mammo.transforms.breast import CropBreastd, ForegroundMode, OrientBreastd
 from monai_mammo.transforms.channels import HEATMAP_BENIGN_KEY, HEATMAP_MALIGNANT_KEY, StackHeatmapsd
@@ -97,9 +100,11 @@ __all__ = [
     "BalancedExamSampler",
     "multiview_output",
     "MeanBreastAUC",
+    "BreastTaskAUC",
     "ExamPredictions",
     "predict_exams",
     "write_predictions_csv",
+    "save_breast_figures",
     "read_reader_scores",
 ]
 
@@ -712,6 +717,12 @@ class MeanBreastAUC(Metric):
         self._labels.append(torch.as_tensor(label).detach().float().to(self._device))
 
     def compute(self) -> float:
+        aucs = per_target_auc(*self._gathered())
+        finite = aucs[np.isfinite(aucs)]
+        return float(finite.mean()) if finite.size else float("nan")
+
+    def _gathered(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(probs, labels)`` of every process, ``(N, T)`` each."""
         probs = (
             cast(torch.Tensor, idist.all_gather(torch.cat(self._probs))) if self._probs else torch.zeros(0, 1)
         )
@@ -720,9 +731,47 @@ class MeanBreastAUC(Metric):
             if self._labels
             else torch.zeros(0, 1)
         )
-        aucs = per_target_auc(probs.cpu().numpy(), labels.cpu().numpy())
-        finite = aucs[np.isfinite(aucs)]
-        return float(finite.mean()) if finite.size else float("nan")
+        return probs.cpu().numpy(), labels.cpu().numpy()
+
+
+class BreastTaskAUC(MeanBreastAUC):
+    """Breast-level AUC of one task (``"malignant"``: the cross-family ``val_auc``) during validation.
+
+    Each exam contributes its left and right breasts; breasts with an unknown label or no score
+    (an image-wise model without either view of the breast) are left out. NaN with a single class.
+
+    Args:
+        predict: head outputs -> ``(B, 4)`` probabilities (``network.predict``).
+        task: ``"malignant"`` or ``"benign"``.
+        output_transform: engine output -> ``(pred, label)``.
+        device: where the metric accumulates.
+
+    Raises:
+        MammoConfigError: unknown task.
+
+    Example::
+
+        SupervisedEvaluator(..., key_val_metric={"val_mean_auc": MeanBreastAUC(network.predict)},
+                            additional_metrics={"val_auc": BreastTaskAUC(network.predict)})
+    """
+
+    def __init__(
+        self,
+        predict: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
+        task: str = "malignant",
+        output_transform: Callable[[Any], Any] = multiview_output,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if task not in BREAST_TASKS:
+            raise MammoConfigError(f"unknown breast task {task!r}; expected one of {list(BREAST_TASKS)}")
+        self.task = task
+        super().__init__(predict, output_transform, device)
+
+    def compute(self) -> float:
+        probs, labels = self._gathered()
+        columns = list(BREAST_TASKS[self.task])
+        scores, truth = probs[:, columns].reshape(-1, 1), labels[:, columns].reshape(-1, 1)
+        return float(per_target_auc(scores, truth)[0]) if scores.size else float("nan")
 
 
 @dataclass(frozen=True)
@@ -818,10 +867,13 @@ def write_predictions_csv(
 ) -> Path:
     """Write NYU's prediction CSV: ``[exam_id,] left_benign, right_benign, left_malignant, right_malignant``.
 
+    A breast without a prediction (NaN: an image-wise model that saw neither of its views) gets
+    an empty cell, which :func:`read_reader_scores` reads back as NaN.
+
     Args:
         path: the CSV file (parent folders are created).
         exam_ids: one name per exam (first column ``exam_id``), or None for the four columns only.
-        probs: ``(N, 4)`` probabilities in that column order; written with 4 decimals.
+        probs: ``(N, 4)`` probabilities in that column order; written with 4 decimals (empty: NaN).
 
     Returns:
         The written path.
@@ -846,8 +898,47 @@ def write_predictions_csv(
         writer.writerow([*id_column, *NYU_CANCER_KEYS])
         for index, row in enumerate(table):
             ident = [] if exam_ids is None else [exam_ids[index]]
-            writer.writerow([*ident, *(f"{v:.4f}" for v in row)])
+            writer.writerow([*ident, *(f"{v:.4f}" if np.isfinite(v) else "" for v in row)])
     return out
+
+
+def save_breast_figures(
+    single: Any, averaged: Any, labels: Any, threshold: float, folder: str | os.PathLike
+) -> list[Path]:
+    """ROC curves and confusion matrix of the malignant breast-level task (test artifacts).
+
+    Uses :func:`~monai_mammo.engines.evaluation.save_roc_plot` (one curve for the un-augmented
+    pass, one for the averaged prediction) and
+    :func:`~monai_mammo.engines.evaluation.save_confusion_matrix` (averaged prediction at
+    ``threshold``), as the other families do.
+
+    Args:
+        single: ``(N, 4)`` probabilities of the un-augmented pass.
+        averaged: ``(N, 4)`` test-time-augmented probabilities of the same exams.
+        labels: ``(N, 4)`` labels (unknown breasts are left out).
+        threshold: the operating point (``score >= threshold`` = malignant).
+        folder: output folder.
+
+    Returns:
+        ``[roc.png, confusion_matrix.png, confusion_matrix.csv]`` under ``folder``.
+
+    Raises:
+        MammoConfigError: see :func:`~monai_mammo.metrics.breast.breast_scores`.
+
+    Example::
+
+        save_breast_figures(single.probs, tta.probs, tta.labels, 0.5, "outputs/test")
+    """
+    s, y = breast_scores(single, labels)["malignant"]
+    a, _ = breast_scores(averaged, labels)["malignant"]
+    folder = Path(folder)
+    roc = save_roc_plot(
+        y, {"single pass": s, "averaged (TTA)": a}, folder / "roc.png", "malignant, breast level"
+    )
+    matrix = save_confusion_matrix(
+        y, a, threshold, folder / "confusion_matrix", class_names=("not malignant", "malignant")
+    )
+    return [roc, *matrix]
 
 
 def read_reader_scores(path: str | os.PathLike, exam_ids: Sequence[str]) -> np.ndarray:

@@ -40,7 +40,7 @@ from monai.utils import set_determinism
 from torch import nn
 
 from monai_mammo.data.skipping import SkipAwareCollate, SkipBadSamples
-from monai_mammo.engines.evaluation import positive_probability
+from monai_mammo.engines.evaluation import flip_tta_scores, positive_probability
 from monai_mammo.engines.handlers import (
     EarlyStopOnMetric,
     NonFiniteLossGuard,
@@ -92,6 +92,14 @@ LOGGED_METRICS: tuple[str, ...] = (
     "val_f1",
     "val_sensitivity",
     "val_specificity",
+    "train_tp",
+    "train_fp",
+    "train_tn",
+    "train_fn",
+    "val_tp",
+    "val_fp",
+    "val_tn",
+    "val_fn",
     "overfitting_ratio",
     "overfit",
 )
@@ -822,8 +830,9 @@ def predict_binary(
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     amp: bool = False,
+    flips: Sequence[tuple[str, tuple[int, ...]]] | None = None,
 ) -> np.ndarray:
-    """P(positive) of every sample, in order.
+    """P(positive) of every sample, in order; optionally under flip test-time augmentation.
 
     Args:
         network: classifier returning logits ``(B, 1)`` (or ``(B, 2)``).
@@ -833,14 +842,18 @@ def predict_binary(
         device: where to run.
         batch_size: batch size for a list of items.
         amp: autocast (CUDA only).
+        flips: None scores the input as it is; else one column per ``(name, dims)`` flip
+            (:func:`~monai_mammo.engines.evaluation.flip_tta_scores`, e.g.
+            :data:`~monai_mammo.engines.evaluation.HFLIP`).
 
     Returns:
-        ``(N,)`` float64 probabilities.
+        ``(N,)`` float64 probabilities, or ``(N, len(flips))`` with ``flips``.
 
     Example::
 
         scores = predict_binary(net, val_items, transform=plain)
         binary_metrics([it["label"] for it in val_items], scores)
+        tta = predict_binary(net, val_items, transform=plain, flips=HFLIP)  # (N, 2)
     """
     batches = _loader(data, transform, batch_size, False, 0) if isinstance(data, (list, tuple)) else data
     torch_device = torch.device(device)
@@ -851,11 +864,17 @@ def predict_binary(
         for batch in batches:
             images = torch.as_tensor(batch["image"]).to(torch_device)
             with torch.autocast(device_type=torch_device.type, enabled=amp and torch_device.type == "cuda"):
-                logits = network(images)
-            scores.append(positive_probability(logits).cpu().numpy().astype(np.float64))
+                batch_scores = (
+                    positive_probability(network(images))
+                    if flips is None
+                    else flip_tta_scores(network, images, flips=flips)
+                )
+            scores.append(batch_scores.cpu().numpy().astype(np.float64))
     finally:
         network.train(was_training)
-    return np.concatenate(scores) if scores else np.zeros(0)
+    if scores:
+        return np.concatenate(scores)
+    return np.zeros(0) if flips is None else np.zeros((0, len(flips)))
 
 
 def _freeze_before(model: Any, gamma: int) -> Callable[[nn.Module], Any]:

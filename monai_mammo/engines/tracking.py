@@ -1,10 +1,14 @@
 """MLflow tracking shared by every bundle: one store, one naming scheme, nested stage runs.
 
-- Store: ``MLFLOW_TRACKING_URI`` if set, else the project default
+- Store: the explicit ``tracking_uri`` (a bundle's ``--tracking_uri``) if given, else
+  ``MLFLOW_TRACKING_URI`` if set, else the project default
   ``sqlite:///<MONAI_MAMMO_HOME>/mlflow/mlflow.db`` (``MONAI_MAMMO_HOME`` defaults to
   ``~/.monai_mammo``), artifacts beside it, so one ``mlflow ui`` shows every family.
 - Experiment: the dataset name. Runs: ``<family>-<YYYYmmdd-HHMMSS>-<4 hex>`` (never reused,
   so a crashed run is never continued by accident); each training stage is a nested run.
+- Summaries on the parent run: a stage's best ``val_auc`` (:data:`PARENT_SUMMARY_METRICS`) when
+  the stage ends, and ``curves/training_curves.png`` (every stage's per-epoch losses and
+  validation rates) when the run finishes.
 - If the store cannot be reached, training goes on: every call is appended to
   ``<output_dir>/mlflow_journal.jsonl`` and :func:`replay_journal` logs it afterwards.
 """
@@ -15,6 +19,7 @@ import datetime
 import inspect
 import json
 import logging
+import math
 import os
 import secrets
 import subprocess
@@ -25,6 +30,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 
 from monai_mammo.engines.handlers import output_loss
+from monai_mammo.engines.plots import save_training_curves
 
 __all__ = [
     "default_home",
@@ -36,12 +42,21 @@ __all__ = [
     "MLflowTracker",
     "MLflowEpochLogger",
     "replay_journal",
+    "PARENT_SUMMARY_METRICS",
+    "CURVES_FILE",
 ]
 
 logger = logging.getLogger(__name__)
 
 # tag keys every bundle sets (the comparison CLI and docs rely on them)
 COMMON_TAGS = ("model_family", "bundle_version", "dataset", "dataset_digest", "split_seed", "git_commit")
+
+#: Stage metrics whose best (max) value is logged on the parent run when the stage ends, so the
+#: parent's latest value is the best of the last stage to end (``monai-mammo compare`` reads parents).
+PARENT_SUMMARY_METRICS: tuple[str, ...] = ("val_auc",)
+
+#: File name of the training-curve figure written to ``output_dir`` and logged under ``curves/``.
+CURVES_FILE = "training_curves.png"
 
 
 def default_home() -> Path:
@@ -127,6 +142,9 @@ class MLflowTracker:
         params: hyperparameters, flattened and logged at start.
         enabled: False turns every call into a no-op (e.g. for unit tests of a bundle).
         bundle_version: tag ``bundle_version``.
+        summarize: log the parent summaries (:data:`PARENT_SUMMARY_METRICS` at the end of each
+            stage, the training-curve figure at :meth:`finish`); False when replaying a journal,
+            which already holds them.
 
     Example::
 
@@ -149,6 +167,7 @@ class MLflowTracker:
         params: Mapping[str, Any] | None = None,
         enabled: bool = True,
         bundle_version: str = "unknown",
+        summarize: bool = True,
     ) -> None:
         self.family = family
         self.dataset = dataset
@@ -165,10 +184,14 @@ class MLflowTracker:
         }
         self.params = dict(params or {})
         self.enabled = enabled
+        self.summarize = summarize
         self.offline = False
         self.client: Any = None
         self.run_id: str | None = None
         self.stage_runs: dict[str, str | None] = {}
+        # {stage (None: parent): {metric: [(step, value), ...]}}, for the summaries
+        self.history: dict[str | None, dict[str, list[tuple[int | None, float]]]] = {}
+        self._summaries = 0
 
     # -- plumbing ----------------------------------------------------------------------------
     @property
@@ -257,6 +280,7 @@ class MLflowTracker:
 
         run_id = self._call("start_stage", create, stage=stage)
         self.stage_runs[stage] = run_id
+        self.history.pop(stage, None)
         if params:
             self.log_params(params, stage=stage)
         return run_id
@@ -265,22 +289,51 @@ class MLflowTracker:
         return self.stage_runs.get(stage) if stage else self.run_id
 
     def end_stage(self, stage: str, status: str = "FINISHED") -> None:
-        """Close the nested run of ``stage``."""
+        """Close the nested run of ``stage``; log its best :data:`PARENT_SUMMARY_METRICS` on the parent."""
         if stage in self.stage_runs:
             run_id = self.stage_runs.pop(stage)
+            self._log_stage_summary(stage)
             self._call(
                 "end_stage", lambda: self.client.set_terminated(run_id, status), stage=stage, status=status
             )
 
+    def _log_stage_summary(self, stage: str) -> None:
+        """The stage's best value of each :data:`PARENT_SUMMARY_METRICS` on the parent run.
+
+        Step = how many stages have been summarized so far, so the parent's latest value is the
+        one of the last stage to end.
+        """
+        if not self.summarize:
+            return
+        curves = self.history.get(stage, {})
+        best = {}
+        for name in PARENT_SUMMARY_METRICS:
+            values = [v for _, v in curves.get(name, []) if math.isfinite(v)]
+            if values:
+                best[name] = max(values)
+        if best:
+            self._summaries += 1
+            self._send_metrics(best, step=self._summaries, stage=None)
+
     def finish(self, status: str = "FINISHED") -> None:
-        """Close every open stage run, then the parent run; report where to look."""
+        """Close every open stage run, log the training curves, close the parent run; report where to look."""
         for stage in list(self.stage_runs):
             self.end_stage(stage, status)
         if self.run_id is not None or self.offline:
+            self._log_training_curves()
             self._call("finish", lambda: self.client.set_terminated(self.run_id, status), status=status)
         if self.enabled:
             where = self.journal_path if self.offline else self.tracking_uri
             logger.info("MLflow run %s (%s) recorded in %s", self.run_name, status, where)
+
+    def _log_training_curves(self) -> None:
+        """Write ``output_dir/training_curves.png`` from every per-epoch history; log it under ``curves/``."""
+        if not self.summarize:
+            return
+        histories = {stage or "parent run": curves for stage, curves in self.history.items()}
+        png = save_training_curves(histories, self.output_dir / CURVES_FILE)
+        if png is not None:
+            self.log_artifact(png, artifact_path="curves")
 
     # -- logging -----------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any], stage: str | None = None) -> None:
@@ -309,12 +362,23 @@ class MLflowTracker:
     def log_metrics(
         self, metrics: Mapping[str, float], step: int | None = None, stage: str | None = None
     ) -> None:
-        """Log numeric metrics (non-finite values are logged as they are: MLflow shows NaN)."""
+        """Log numeric metrics (non-finite values are logged as they are: MLflow shows NaN).
+
+        Every value is also kept in :attr:`history` (per stage, with its step) for the stage
+        summaries and the training curves.
+        """
+        values = {k: float(v) for k, v in metrics.items()}
+        if self.enabled:
+            curves = self.history.setdefault(stage, {})
+            for name, value in values.items():
+                curves.setdefault(name, []).append((step, value))
+        self._send_metrics(values, step, stage)
+
+    def _send_metrics(self, values: Mapping[str, float], step: int | None, stage: str | None) -> None:
         import time
 
         from mlflow.entities import Metric
 
-        values = {k: float(v) for k, v in metrics.items()}
         stamp = int(time.time() * 1000)
 
         def send() -> None:
@@ -356,21 +420,24 @@ class MLflowTracker:
     def log_dataset(
         self, name: str, records: Iterable[Mapping[str, Any]], digest: str, stage: str | None = None
     ) -> None:
-        """Log a datalist as an MLflow dataset input (context ``name``) with its digest."""
+        """Log a datalist as an MLflow dataset input (context ``name``) with its digest.
+
+        Nested values (lists, dicts) are left out; the rows are journalled when the store is unreachable.
+        """
+        rows = [{k: str(v) for k, v in r.items() if not isinstance(v, (list, dict))} for r in records]
 
         def send() -> None:
             import mlflow.data
             import pandas as pd
             from mlflow.entities import DatasetInput, InputTag
 
-            rows = [{k: str(v) for k, v in r.items() if not isinstance(v, (list, dict))} for r in records]
             dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
                 pd.DataFrame(rows), name=f"{self.dataset}-{name}", digest=digest
             )
             inp = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", name)])
             self.client.log_inputs(self._run_for(stage), datasets=[inp])
 
-        self._call("log_dataset", send, name=name, digest=digest, stage=stage)
+        self._call("log_dataset", send, name=name, rows=rows, digest=digest, stage=stage)
 
     def log_index_summary(
         self, summary: Mapping[str, Any], prefix: str = "index_", stage: str | None = None
@@ -465,12 +532,24 @@ def _is_number(value: Any) -> bool:
 def replay_journal(journal: str | os.PathLike, tracking_uri: str | None = None) -> str:
     """Log an offline journal into a store (after the store was unreachable during training).
 
+    Replays stages, params, tags, metrics (with their steps; the parent summaries are in the
+    journal already, so none is derived again), dataset inputs (same rows and digest) and
+    artifacts (from the paths recorded, so the files must still be there).
+
     Args:
         journal: the ``mlflow_journal.jsonl`` written by :class:`MLflowTracker`.
         tracking_uri: target store; default: the URI recorded in the journal's start entry, else the default.
 
     Returns:
         The id of the parent run created.
+
+    Raises:
+        MammoDataError: the journal has no start entry.
+        MammoConfigError: the target store is still unreachable.
+
+    Example::
+
+        run_id = replay_journal("outputs/mlflow_journal.jsonl", tracking_uri="sqlite:///mlflow.db")
     """
     entries = [json.loads(line) for line in Path(journal).read_text().splitlines() if line.strip()]
     start = next((e for e in entries if e["op"] == "start"), None)
@@ -487,6 +566,7 @@ def replay_journal(journal: str | os.PathLike, tracking_uri: str | None = None) 
         experiment_name=header.get("experiment"),
         run_name=header.get("run_name"),
         tags=header.get("tags"),
+        summarize=False,
     )
     tracker.start()
     for entry in entries:
@@ -499,6 +579,8 @@ def replay_journal(journal: str | os.PathLike, tracking_uri: str | None = None) 
             tracker.set_tags(entry["tags"], stage=stage)
         elif op == "log_metrics":
             tracker.log_metrics(entry["metrics"], step=entry.get("step"), stage=stage)
+        elif op == "log_dataset":
+            tracker.log_dataset(entry["name"], entry.get("rows", []), entry["digest"], stage=stage)
         elif op == "log_artifact":
             tracker.log_artifact(entry["path"], stage=stage, artifact_path=entry.get("artifact_path"))
         elif op == "end_stage":

@@ -6,6 +6,11 @@ paper evaluates two breast-level tasks, *malignant / not malignant* and *benign 
 each exam contributes its two breasts to each task, so a task has up to ``2N`` cases, ordered
 exam by exam (left then right). Unknown labels (negative values, NaN or None) are left out.
 
+The cross-family names of the project (:func:`malignant_report`) are those of the malignant task:
+``test_auc`` of a single un-augmented pass, ``test_a_auc`` of the test-time-augmented prediction,
+sensitivity and specificity at an operating point chosen on the validation set
+(:func:`breast_operating_point`).
+
 PR-AUC is estimated by the average precision (the step-wise area under the precision-recall
 curve, ``sklearn.metrics.average_precision_score``). Confidence intervals are percentile
 bootstraps over breasts (:func:`monai_mammo.metrics.classification.bootstrap_ci`).
@@ -20,7 +25,13 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from monai_mammo.exceptions import MammoConfigError
-from monai_mammo.metrics.classification import ConfidenceInterval, bootstrap_ci, roc_auc
+from monai_mammo.metrics.classification import (
+    ConfidenceInterval,
+    bootstrap_ci,
+    roc_auc,
+    sensitivity_specificity,
+    youden_threshold,
+)
 
 __all__ = [
     "BREAST_TARGETS",
@@ -31,6 +42,8 @@ __all__ = [
     "breast_metrics",
     "flatten_intervals",
     "breast_report",
+    "breast_operating_point",
+    "malignant_report",
     "hybrid_scores",
     "hybrid_report",
 ]
@@ -203,9 +216,10 @@ def breast_report(
 
     ``<prefix>auc_malignant``, ``auc_benign``, ``pr_auc_malignant``, ``pr_auc_benign`` (each
     with ``_ci_low``/``_ci_high``), ``mean_auc`` (mean of the four targets' AUCs), ``n_exams``,
-    and the cross-family aliases ``<prefix>auc`` / ``<prefix>pr_auc`` (with their CIs) = the
-    malignant task, the headline of the paper, so that ``monai-mammo compare`` lines the
-    family up with the others.
+    and the cross-family alias ``<prefix>pr_auc`` (with its CIs) = the malignant task, the
+    headline of the paper. The cross-family ``<prefix>auc`` (a single un-augmented pass) and
+    ``<prefix>a_auc`` (the averaged prediction) come from :func:`malignant_report`, which needs
+    both predictions.
 
     Args:
         probs: (N, 4) predicted probabilities.
@@ -220,16 +234,94 @@ def breast_report(
     Example::
 
         report = breast_report(predictions.probs, predictions.labels, n_bootstrap=1000)
-        report["test_auc"] == report["test_auc_malignant"]
+        report["test_pr_auc"] == report["test_pr_auc_malignant"]
     """
     flat = flatten_intervals(breast_metrics(probs, labels, n_bootstrap=n_bootstrap, seed=seed))
-    for task in ("auc", "pr_auc"):
-        for suffix in ("", "_ci_low", "_ci_high"):
-            flat[f"{task}{suffix}"] = flat[f"{task}_malignant{suffix}"]
+    for suffix in ("", "_ci_low", "_ci_high"):
+        flat[f"pr_auc{suffix}"] = flat[f"pr_auc_malignant{suffix}"]
     with np.errstate(invalid="ignore"):
         flat["mean_auc"] = float(np.nanmean(per_target_auc(probs, labels)))
     flat["n_exams"] = float(np.asarray(probs).shape[0])
     return {f"{prefix}{name}": float(value) for name, value in flat.items()}
+
+
+def breast_operating_point(probs: Any, labels: Any, task: str = "malignant", default: float = 0.5) -> float:
+    """Operating point of a breast-level task: Youden's threshold on these predictions, else ``default``.
+
+    Meant for the validation predictions, the threshold then being applied to the test ones.
+
+    Args:
+        probs: ``(N, 4)`` exam-level probabilities in :data:`BREAST_TARGETS` order.
+        labels: ``(N, 4)`` labels (unknown: negative, NaN or None).
+        task: ``"malignant"`` or ``"benign"``.
+        default: the threshold when the task has fewer than two classes (or no exam).
+
+    Returns:
+        The threshold (a breast is called positive when its score is ``>=`` it).
+
+    Raises:
+        MammoConfigError: unknown task; see :func:`breast_scores`.
+
+    Example:
+        >>> breast_operating_point([[0.1, 0.2, 0.3, 0.8]], [[0, 0, 0, 1]])
+        0.8
+        >>> breast_operating_point([[0.1, 0.2, 0.3, 0.8]], [[0, 0, 0, 0]])
+        0.5
+    """
+    if task not in BREAST_TASKS:
+        raise MammoConfigError(f"unknown breast task {task!r}; expected one of {list(BREAST_TASKS)}")
+    if np.asarray(probs).size == 0:
+        return float(default)
+    scores, truth = breast_scores(probs, labels)[task]
+    return youden_threshold(truth, scores) if np.unique(truth).size == 2 else float(default)
+
+
+def malignant_report(
+    single: Any,
+    averaged: Any,
+    labels: Any,
+    threshold: float = 0.5,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    prefix: str = "test_",
+) -> dict[str, float]:
+    """The cross-family metric names for the malignant breast-level task (the paper's protocol).
+
+    ``<prefix>auc`` (with ``_ci_low``/``_ci_high``): AUC of a single un-augmented pass;
+    ``<prefix>a_auc`` (with CIs): AUC of the test-time-augmented (averaged) prediction;
+    ``<prefix>sensitivity``, ``<prefix>specificity`` of the averaged prediction at ``threshold``
+    (``score >= threshold`` = malignant) and ``<prefix>threshold``.
+
+    Args:
+        single: ``(N, 4)`` probabilities of the un-augmented pass.
+        averaged: ``(N, 4)`` TTA-averaged probabilities of the same exams, same order.
+        labels: ``(N, 4)`` labels (unknown: negative, NaN or None).
+        threshold: operating point, e.g. :func:`breast_operating_point` of the validation set.
+        n_bootstrap: bootstrap resamples of the CIs.
+        seed: bootstrap seed.
+        prefix: prefix of every name.
+
+    Returns:
+        The flat metrics dict (NaN where the task has a single class).
+
+    Raises:
+        MammoConfigError: see :func:`breast_scores`.
+
+    Example::
+
+        malignant_report(single.probs, tta.probs, tta.labels, threshold=0.31, n_bootstrap=1000)
+    """
+    s, y = breast_scores(single, labels)["malignant"]
+    a, _ = breast_scores(averaged, labels)["malignant"]
+    out = flatten_intervals(
+        {
+            "auc": bootstrap_ci(y, s, roc_auc, n_bootstrap, seed=seed),
+            "a_auc": bootstrap_ci(y, a, roc_auc, n_bootstrap, seed=seed),
+        }
+    )
+    sensitivity, specificity = sensitivity_specificity(y, a, threshold)
+    out.update(sensitivity=sensitivity, specificity=specificity, threshold=float(threshold))
+    return {f"{prefix}{name}": float(value) for name, value in out.items()}
 
 
 def hybrid_report(
