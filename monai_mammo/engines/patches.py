@@ -86,43 +86,44 @@ def extract_patch_dataset(
         logger.info("patch set %s found in cache", folder)
         return json.loads(index_file.read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(
-        Dataset(list(items), transform=_Guarded(preprocess)),
-        batch_size=None,
-        num_workers=num_workers,
-        collate_fn=lambda x: x,
-    )
     samples: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    progress = tqdm(loader, desc="sampling patches", unit="image", mininterval=5)
-    for position, result in enumerate(progress):  # type: ignore[arg-type]
-        source = str(items[position].get(image_key))
-        error = result["error"]
-        patches: list[dict[str, Any]] = []
-        if error is None:
-            try:
-                sampler.set_random_state(seed=seed + position)
-                patches = sampler(result["data"])
-            except MammoError as exc:
-                error = exc
-        if error is not None:
-            if on_error == "raise":
-                raise error
-            skipped.append(
-                {
-                    "source": source,
-                    "reason": getattr(error, "reason", type(error).__name__),
-                    "message": str(error),
-                }
-            )
-            continue
-        array = np.stack([np.asarray(p[image_key], dtype=np.float16) for p in patches])
-        path = folder / f"{position:06d}.npy"
-        np.save(path, array)
-        samples += [
-            {"image": str(path), "row": row, "label": int(p[label_key]), "source": source}
-            for row, p in enumerate(patches)
-        ]
+    with torch.random.fork_rng(devices=[]):  # a cache hit and a miss leave the same random state
+        loader = DataLoader(
+            Dataset(list(items), transform=_Guarded(preprocess)),
+            batch_size=None,
+            num_workers=num_workers,
+            collate_fn=lambda x: x,
+        )
+        progress = tqdm(loader, desc="sampling patches", unit="image", mininterval=5)
+        for position, result in enumerate(progress):  # type: ignore[arg-type]
+            source = str(items[position].get(image_key))
+            error = result["error"]
+            patches: list[dict[str, Any]] = []
+            if error is None:
+                try:
+                    sampler.set_random_state(seed=seed + position)
+                    patches = sampler(result["data"])
+                except MammoError as exc:
+                    error = exc
+            if error is not None:
+                if on_error == "raise":
+                    raise error
+                skipped.append(
+                    {
+                        "source": source,
+                        "reason": getattr(error, "reason", type(error).__name__),
+                        "message": str(error),
+                    }
+                )
+                continue
+            array = np.stack([np.asarray(p[image_key], dtype=np.float16) for p in patches])
+            path = folder / f"{position:06d}.npy"
+            np.save(path, array)
+            samples += [
+                {"image": str(path), "row": row, "label": int(p[label_key]), "source": source}
+                for row, p in enumerate(patches)
+            ]
     counts: dict[str, int] = {}
     for sample in samples:
         counts[str(sample["label"])] = counts.get(str(sample["label"]), 0) + 1
