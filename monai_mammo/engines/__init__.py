@@ -12,6 +12,7 @@ from monai_mammo.engines.comparison import (
 from monai_mammo.engines.crossdb import CrossDbResult, cross_database_study
 from monai_mammo.engines.evaluation import (
     FLIPS,
+    HFLIP,
     classification_report,
     ensemble_report,
     flip_tta_scores,
@@ -203,6 +204,7 @@ __all__ = [
     "resume_training",
     "run_trainer",
     "FLIPS",
+    "HFLIP",
     "flip_tta_scores",
     "predict_scores",
     "classification_report",
