@@ -169,3 +169,28 @@ def test_tracking_uri_precedence_argument_then_env_then_default(tmp_path, monkey
     assert MLflowTracker("x", "y", output_dir=tmp_path).tracking_uri == "http://env:5000"
     explicit = MLflowTracker("x", "y", output_dir=tmp_path, tracking_uri="http://arg:5000")
     assert explicit.tracking_uri == "http://arg:5000"
+
+
+def test_a_run_whose_process_crashes_is_marked_failed(tmp_path, sqlite_uri):
+    """An exception escaping a bundle's run section skips finalize: the run must not stay RUNNING."""
+    import subprocess
+    import sys
+
+    script = (
+        "from monai_mammo.engines.tracking import MLflowTracker\n"
+        f"t = MLflowTracker('shen_end2end', 'crash-test', output_dir={str(tmp_path)!r}, tracking_uri={sqlite_uri!r})\n"
+        "t.start()\n"
+        "t.start_stage('patch')\n"
+        "t.log_metrics({'train_loss': 0.5}, step=1, stage='patch')\n"
+        "raise RuntimeError('boom')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "boom" in done.stderr
+    client = MlflowClient(sqlite_uri)
+    experiment = client.get_experiment_by_name("crash-test")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted((r.data.tags.get("stage", "parent"), r.info.status) for r in runs) == [
+        ("parent", "FAILED"),
+        ("patch", "FAILED"),
+    ]
+    assert "was not finished: marking it FAILED" in done.stderr

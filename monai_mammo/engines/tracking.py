@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import inspect
 import json
@@ -237,10 +238,16 @@ class MLflowTracker:
 
     # -- runs --------------------------------------------------------------------------------
     def start(self) -> str | None:
-        """Create the experiment (if needed) and the parent run; log tags and params."""
+        """Create the experiment (if needed) and the parent run; log tags and params.
+
+        Until :meth:`finish` is called, an exit of the interpreter (e.g. an exception escaping
+        a bundle's ``run`` section, which skips its ``finalize``) finishes the run as ``FAILED``,
+        so a crashed run is never left ``RUNNING``.
+        """
         if not self.enabled:
             return None
         self.run_id = self._call("start", self._start_online)
+        atexit.register(self._fail_if_open)
         if self.params:
             self.log_params(self.params)
         return self.run_id
@@ -315,8 +322,17 @@ class MLflowTracker:
             self._summaries += 1
             self._send_metrics(best, step=self._summaries, stage=None)
 
+    def _fail_if_open(self) -> None:
+        """At interpreter exit: finish a run that was never finished as ``FAILED``."""
+        logger.warning("MLflow run %s was not finished: marking it FAILED", self.run_name)
+        try:
+            self.finish("FAILED")
+        except Exception as exc:  # at exit the store or the output folder may be gone: say so, never raise
+            logger.warning("could not mark MLflow run %s FAILED: %s", self.run_name, exc)
+
     def finish(self, status: str = "FINISHED") -> None:
         """Close every open stage run, log the training curves, close the parent run; report where to look."""
+        atexit.unregister(self._fail_if_open)
         for stage in list(self.stage_runs):
             self.end_stage(stage, status)
         if self.run_id is not None or self.offline:
