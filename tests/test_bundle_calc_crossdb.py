@@ -16,21 +16,13 @@ import torch
 from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata
 
+from monai_mammo.engines.tracking import CONTRACT_METRICS
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "calc_patch_crossdb"
 CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO / "monai_mammo" / "resources" / "meta_schema.json"
 EXPERIMENT = "synthetic-cbis-ddsm+synthetic-bbox-csv"
-# the metric contract of every family's parent run (docs/mlflow.md)
-CONTRACT_METRICS = (
-    "test_auc",
-    "test_auc_ci_low",
-    "test_auc_ci_high",
-    "test_a_auc",
-    "test_sensitivity",
-    "test_specificity",
-    "val_auc",
-)
 
 TINY = [
     "--sources#cbis#synthetic",

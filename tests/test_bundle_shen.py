@@ -15,6 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigWorkflow, verify_metadata
 
+from monai_mammo.engines.tracking import CONTRACT_METRICS
 from monai_mammo.engines.workflow import load_checkpoint
 from monai_mammo.exceptions import MammoDataError
 
@@ -22,16 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "shen_end2end"
 CONFIGS = BUNDLE / "configs"
 SCHEMA = REPO / "monai_mammo" / "resources" / "meta_schema.json"
-# the metric contract of every family's parent run (docs/mlflow.md)
-CONTRACT_METRICS = (
-    "test_auc",
-    "test_auc_ci_low",
-    "test_auc_ci_high",
-    "test_a_auc",
-    "test_sensitivity",
-    "test_specificity",
-    "val_auc",
-)
 
 TINY = [
     "--synthetic",

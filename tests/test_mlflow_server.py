@@ -15,23 +15,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from monai_mammo.engines.comparison import latest_runs
-from monai_mammo.engines.tracking import replay_journal
+from monai_mammo.engines.tracking import CONTRACT_METRICS, replay_journal
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from test_bundle_mass_roi import TINY as MASS_TINY  # noqa: E402
 from test_bundle_shen import TINY as SHEN_TINY  # noqa: E402
 
-# the shared metric contract of every family's parent run (docs/mlflow.md, "Metric contract")
-COMMON_METRICS = (
-    "test_auc",
-    "test_auc_ci_low",
-    "test_auc_ci_high",
-    "test_a_auc",
-    "test_sensitivity",
-    "test_specificity",
-    "val_auc",
-)
 COMMON_TAGS = ("model_family", "bundle_version", "dataset", "dataset_digest", "split_seed", "git_commit")
 EVALUATION_FILES = ("roc.png", "confusion_matrix.png", "confusion_matrix.csv", "predictions.csv")
 
@@ -134,7 +124,7 @@ def test_two_families_share_one_experiment_on_an_http_server(mlflow_server, tmp_
         assert {f"evaluation/{name}" for name in EVALUATION_FILES} <= evaluation, (family, evaluation)
         assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [run.data.tags["dataset_digest"]]
         assert 0.0 <= run.data.metrics.get("val_auc", 0.0) <= 1.0, family
-        missing[family] = [key for key in COMMON_METRICS if key not in run.data.metrics]
+        missing[family] = [key for key in CONTRACT_METRICS if key not in run.data.metrics]
     assert missing == {family: [] for family in parents}, missing
     assert any((root / "artifacts").rglob("executed_config.json")), (
         "artifacts travelled over HTTP to the server"

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from monai_mammo.engines.plots import save_figure
 from monai_mammo.exceptions import MammoConfigError
 from monai_mammo.metrics import (
     binary_confusion_matrix,
@@ -225,12 +226,7 @@ def save_roc_plot(
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def save_confusion_matrix(
@@ -264,10 +260,7 @@ def save_confusion_matrix(
         ax.text(j, i, str(value), ha="center", va="center", color="black")
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=class_names, yticklabels=class_names)
     ax.set(xlabel="prediction", ylabel="truth", title=f"threshold {threshold:.3f}")
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
-    return png, png.with_suffix(".csv")
+    return save_figure(fig, png), png.with_suffix(".csv")
 
 
 def save_predictions_csv(

@@ -11,13 +11,41 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["CURVE_RATE_SUFFIXES", "save_training_curves"]
+__all__ = ["CURVE_RATE_SUFFIXES", "save_figure", "save_training_curves"]
 
 #: Validation metrics ending in one of these (values in [0, 1]) go on a panel's right axis.
 CURVE_RATE_SUFFIXES: tuple[str, ...] = ("auc", "accuracy", "f1", "sensitivity", "specificity")
 
 Curves = Mapping[str, Sequence[tuple[int | None, float]]]
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Lay out ``fig``, write it to ``path`` (its folder is created) and close it.
+
+    Args:
+        fig: a matplotlib figure.
+        path: the image file to write (format from the suffix).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Example::
+
+        fig, ax = plt.subplots()
+        save_figure(fig, "outputs/roc.png")
+    """
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 Points = list[tuple[int, float]]
 
 
@@ -82,9 +110,4 @@ def save_training_curves(
             more = right.get_legend_handles_labels()
             handles, labels = handles + more[0], labels + more[1]
         ax.legend(handles, labels, loc="best", fontsize=7)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -44,6 +44,7 @@ __all__ = [
     "MLflowEpochLogger",
     "replay_journal",
     "PARENT_SUMMARY_METRICS",
+    "CONTRACT_METRICS",
     "CURVES_FILE",
 ]
 
@@ -51,6 +52,18 @@ logger = logging.getLogger(__name__)
 
 # tag keys every bundle sets (the comparison CLI and docs rely on them)
 COMMON_TAGS = ("model_family", "bundle_version", "dataset", "dataset_digest", "split_seed", "git_commit")
+
+#: The metric contract: every family's parent run ends with these names, for the same quantity
+#: (docs/mlflow.md, "Metric contract"); ``monai-mammo compare`` lines the families up on them.
+CONTRACT_METRICS: tuple[str, ...] = (
+    "test_auc",
+    "test_auc_ci_low",
+    "test_auc_ci_high",
+    "test_a_auc",
+    "test_sensitivity",
+    "test_specificity",
+    "val_auc",
+)
 
 #: Stage metrics whose best (max) value is logged on the parent run when the stage ends, so the
 #: parent's latest value is the best of the last stage to end (``monai-mammo compare`` reads parents).
